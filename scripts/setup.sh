@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Make (or reuse) the virtual environment and install srlib with its pinned dependencies.
+# Usage: source scripts/setup.sh   (activates the environment; SRLIB_VENV picks its folder)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${SRLIB_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating virtual environment in $venv"
+    "$python" -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+
+stamp="$venv/.srlib-installed"
+want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing srlib and its pinned dependencies (first run: a few minutes)"
+    python -m pip install --quiet --upgrade pip
+    python -m pip install --quiet -e "$root[dev]"
+    no_deps="$(python - "$root/pyproject.toml" <<'PY'
+import sys, tomllib
+print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["tool"]["srlib"]["no-deps"]))
+PY
+)"
+    # shellcheck disable=SC2086
+    python -m pip install --quiet --no-deps $no_deps
+    python -m ipykernel install --sys-prefix --name python3 >/dev/null
+    echo "$want" > "$stamp"
+fi
+set +euo pipefail

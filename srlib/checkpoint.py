@@ -1,0 +1,119 @@
+"""Saving and loading checkpoints: srlib's own files and those released by the authors.
+
+Both hold the model's state dict under the key ``model`` (the authors' files also hold
+``optimizer``, ``epoch``, ``max_acc1`` and ``lr_scheduler``). Loading checks every key and shape
+first and changes nothing unless all fit. Saving writes a temporary file and renames it, so an
+interrupted save never leaves a half-written checkpoint.
+"""
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# prefixes added by wrappers: DistributedDataParallel, torch.compile
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    stripped = {}
+    for key, value in state_dict.items():
+        for prefix in _WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        stripped[key] = value
+    return stripped
+
+
+def extract_state_dict(checkpoint) -> dict[str, torch.Tensor]:
+    """The model's state dict inside a checkpoint object (``model`` entry or a bare dict)."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"expected a checkpoint dict or a state dict, got "
+                              f"{type(checkpoint).__name__}")
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    if not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise CheckpointError("expected a state dict (names -> tensors) or a checkpoint holding "
+                              f"one under 'model'; got a dict with keys {sorted(checkpoint)[:8]}")
+    return _strip_wrapper_prefixes(checkpoint)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file onto the CPU, with a clear error for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"could not read checkpoint {path}: {error}") from error
+
+
+def load_checkpoint(model: nn.Module, path_or_state_dict, ignore: tuple[str, ...] = ()) -> dict:
+    """Load weights into ``model`` after checking that every key and shape fits.
+
+    Args:
+        model: the model to fill (e.g. from :func:`srlib.create_model`).
+        path_or_state_dict: a file path, a checkpoint dict (weights under ``model``) or a
+            state dict. Prefixes added by DDP (``module.``) or ``torch.compile`` are removed.
+        ignore: key prefixes to skip on both sides, e.g. ``("classifier.",)`` to transfer a
+            backbone to a new number of classes.
+
+    Returns:
+        The checkpoint object (so callers can read ``epoch`` or ``config`` from it).
+
+    Raises:
+        CheckpointError: listing missing, unexpected and mis-shaped keys; the model is then
+            left exactly as it was.
+    """
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        checkpoint = read_checkpoint(path_or_state_dict)
+    else:
+        checkpoint = path_or_state_dict
+    source = extract_state_dict(checkpoint)
+    target = model.state_dict()
+
+    def kept(key: str) -> bool:
+        return not any(key.startswith(prefix) for prefix in ignore)
+
+    source = {key: value for key, value in source.items() if kept(key)}
+    missing = sorted(key for key in target if kept(key) and key not in source)
+    unexpected = sorted(key for key in source if key not in target)
+    misshaped = sorted(f"{key}: checkpoint {tuple(source[key].shape)}, model "
+                       f"{tuple(target[key].shape)}" for key in source
+                       if key in target and source[key].shape != target[key].shape)
+    if missing or unexpected or misshaped:
+        lines = [f"checkpoint does not fit {type(model).__name__}; nothing was loaded"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("mis-shaped", misshaped)):
+            if keys:
+                lines.append(f"{len(keys)} {title} key(s): " + ", ".join(keys))
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(source, strict=not ignore)
+    return checkpoint if isinstance(checkpoint, Mapping) else {}
