@@ -1,0 +1,322 @@
+"""Plots for spikes, membranes, rates, attention and training curves, and one ``savefig``.
+
+Every notebook and script draws through these helpers so the figures share one look
+(:func:`set_style`: seaborn's white grid, colour-blind palette) and land in one place
+(:func:`savefig` writes ``figures/<name>.png`` at the repository root, or in
+``$SRLIB_FIGURES_DIR``). The helpers take plain data (numpy arrays, torch tensors or pandas
+DataFrames) and an optional matplotlib ``ax``; they draw on it (or on a new figure) and return
+the axes, so callers can add titles or combine panels. Time is the first axis, as everywhere
+in srlib: a trace is ``[T]``, a raster ``[T, N]``.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+FIGURE_DPI = 110  # keeps a 6 x 3.5 inch figure near 660 x 385 px, well under 150 KB as PNG
+FIGSIZE = (6.0, 3.5)  # inches, one panel
+FIGURES_ENV = "SRLIB_FIGURES_DIR"
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")  # "01_lif_traces": no dots, no slashes
+SPIKE_COLOR = "black"
+THRESHOLD_COLOR = "tab:red"
+
+
+def set_style() -> None:
+    """Apply the repository's plotting look (seaborn white grid, colour-blind palette, sizes)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.figsize": FIGSIZE, "figure.dpi": FIGURE_DPI,
+                         "savefig.dpi": FIGURE_DPI, "axes.titlesize": "medium",
+                         "axes.labelsize": "medium", "legend.fontsize": "small",
+                         "legend.frameon": False, "image.cmap": "viridis"})
+
+
+def figures_dir() -> Path:
+    """The folder figures are saved to: ``$SRLIB_FIGURES_DIR`` or ``<repository>/figures``."""
+    override = os.environ.get(FIGURES_ENV)
+    if override:
+        return Path(override)
+    import srlib  # local import: srlib imports nothing from here, but keep the module light
+
+    return Path(srlib.__file__).resolve().parents[1] / "figures"
+
+
+def savefig(fig: plt.Figure, name: str, *, dpi: int = FIGURE_DPI) -> Path:
+    """Save ``fig`` as ``<figures_dir()>/<name>.png`` and return the path.
+
+    The PNG is written to a temporary file and renamed, so a crash never leaves half a figure.
+
+    Args:
+        fig: the matplotlib figure.
+        name: file stem such as ``"01_lif_traces"``: letters, digits, ``_`` and ``-`` only
+            (no folder, no extension).
+        dpi: resolution; the default keeps figures small enough to commit.
+    """
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"figure name must be a bare stem like '01_lif_traces' (letters, digits, "
+                         f"'_' or '-', no folder, no extension), got {name!r}")
+    directory = figures_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    tmp = directory / f".{name}.png.tmp"
+    # No "Software" metadata: the same figure gives the same bytes across matplotlib patches.
+    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    os.replace(tmp, path)
+    return path
+
+
+def _to_numpy(x, name: str, ndims: tuple[int, ...]) -> np.ndarray:
+    """Convert a tensor/array-like to a float numpy array and check its rank."""
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    array = np.asarray(x, dtype=float)
+    if array.ndim not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, "
+                         f"got shape {tuple(array.shape)}")
+    return array
+
+
+def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = FIGSIZE) -> plt.Axes:
+    """Return ``ax`` or the axes of a new figure."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _require_columns(table: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} needs columns {columns}; missing {missing}, "
+                         f"got {list(table.columns)}")
+
+
+def plot_trace(v, spikes=None, *, v_threshold: float | None = 1.0, inputs=None,
+               ax: plt.Axes | None = None, label: str = "V[t]") -> plt.Axes:
+    """Membrane potential over time, with the threshold and the spike times.
+
+    Args:
+        v: membrane potential ``[T]`` (e.g. ``ReferenceLIF.v_seq`` or the charge ``H[t]``).
+        spikes: optional spikes ``[T]`` (0/1); drawn as ticks above the trace.
+        v_threshold: drawn as a dashed line; ``None`` draws none.
+        inputs: optional input current ``[T]``, drawn in grey behind the membrane.
+        ax: axes to draw on; a new figure if ``None``.
+        label: legend label of the membrane trace.
+
+    Returns:
+        The axes.
+    """
+    v = _to_numpy(v, "v", (1,))
+    steps = np.arange(len(v))
+    ax = _axes(ax)
+    if inputs is not None:
+        inputs = _to_numpy(inputs, "inputs", (1,))
+        if len(inputs) != len(v):
+            raise ValueError(f"inputs must have length {len(v)} like v, got {len(inputs)}")
+        ax.step(steps, inputs, where="mid", color="0.6", lw=1, label="X[t]")
+    ax.plot(steps, v, marker=".", lw=1.5, label=label)
+    if v_threshold is not None:
+        ax.axhline(v_threshold, ls="--", lw=1, color=THRESHOLD_COLOR, label="V_threshold")
+    if spikes is not None:
+        spikes = _to_numpy(spikes, "spikes", (1,))
+        if len(spikes) != len(v):
+            raise ValueError(f"spikes must have length {len(v)} like v, got {len(spikes)}")
+        top = max(np.nanmax(v), v_threshold if v_threshold is not None else -np.inf)
+        times = steps[spikes > 0]
+        ax.vlines(times, top * 1.08, top * 1.22 if top > 0 else 1.0, color=SPIKE_COLOR, lw=1.5,
+                  label=f"spikes ({len(times)})")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("membrane potential")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides the trace
+    return ax
+
+
+def plot_raster(spikes, *, ax: plt.Axes | None = None, color: str = SPIKE_COLOR,
+                marker_size: float = 4.0) -> plt.Axes:
+    """Spike raster: one row per neuron, a dot at every step it fires.
+
+    Args:
+        spikes: ``[T, N]`` (time-major), nonzero where a neuron spikes.
+        ax: axes to draw on; a new figure if ``None``.
+        color: dot colour.
+        marker_size: dot size in points.
+
+    Returns:
+        The axes.
+    """
+    spikes = _to_numpy(spikes, "spikes", (2,))
+    T, N = spikes.shape
+    times, neurons = np.nonzero(spikes)  # [num_spikes] each
+    ax = _axes(ax)
+    ax.scatter(times, neurons, s=marker_size ** 2, marker="|", color=color, linewidths=1.2)
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_ylim(-0.5, N - 0.5)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # neurons are whole numbers
+    ax.grid(False, axis="y")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("neuron")
+    ax.set_title(f"{N} neurons, {T} steps, firing rate {spikes.astype(bool).mean():.3f}")
+    return ax
+
+
+def plot_fi_curve(inputs, rates, *, closed_form=None, ax: plt.Axes | None = None,
+                  label: str = "simulated") -> plt.Axes:
+    """Firing rate against constant input (the f-I curve), optionally with a closed form.
+
+    Args:
+        inputs: constant input values ``[K]``.
+        rates: measured firing rates ``[K]`` (spikes per step).
+        closed_form: optional predicted rates ``[K]``, drawn as a line over the measured dots.
+        ax: axes to draw on; a new figure if ``None``.
+        label: legend label of the measured rates.
+
+    Returns:
+        The axes.
+    """
+    inputs = _to_numpy(inputs, "inputs", (1,))
+    rates = _to_numpy(rates, "rates", (1,))
+    if rates.shape != inputs.shape:
+        raise ValueError(f"rates must have shape {inputs.shape} like inputs, got {rates.shape}")
+    ax = _axes(ax)
+    if closed_form is not None:
+        closed_form = _to_numpy(closed_form, "closed_form", (1,))
+        if closed_form.shape != inputs.shape:
+            raise ValueError(f"closed_form must have shape {inputs.shape}, "
+                             f"got {closed_form.shape}")
+        ax.plot(inputs, closed_form, lw=2, color="0.5", label="closed form")
+    ax.plot(inputs, rates, ls="none", marker="o", ms=3.5, label=label)
+    ax.set_xlabel("constant input X")
+    ax.set_ylabel("firing rate (spikes / step)")
+    ax.legend(loc="upper left")
+    return ax
+
+
+def plot_curves(metrics: pd.DataFrame, *, axes=None) -> plt.Figure:
+    """Training curves: loss (train/test) and accuracy (train/test) against epoch.
+
+    Args:
+        metrics: one row per epoch with column ``epoch`` and any of ``train_loss``,
+            ``test_loss``, ``train_acc``, ``test_acc`` (missing or all-NaN columns are skipped;
+            the accuracy panel is dropped when there is no accuracy).
+        axes: optional sequence of axes, one per panel drawn (loss first).
+
+    Returns:
+        The figure.
+    """
+    _require_columns(metrics, ["epoch"], "metrics")
+    panels = {"loss": ["train_loss", "test_loss"], "accuracy": ["train_acc", "test_acc"]}
+    panels = {title: [c for c in cols if c in metrics and metrics[c].notna().any()]
+              for title, cols in panels.items()}
+    panels = {title: cols for title, cols in panels.items() if cols}
+    if not panels:
+        raise ValueError("metrics has none of the columns train_loss, test_loss, train_acc, "
+                         f"test_acc with values; got {list(metrics.columns)}")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(FIGSIZE[0], FIGSIZE[1] * 0.9),
+                                 squeeze=False)
+        axes = axes[0]
+    if len(axes) != len(panels):
+        raise ValueError(f"axes must hold {len(panels)} axes ({list(panels)}), got {len(axes)}")
+    for ax, (title, columns) in zip(axes, panels.items()):
+        for column in columns:
+            rows = metrics[["epoch", column]].dropna()
+            split = column.split("_")[0]  # "train" or "test": same colour in both panels
+            ax.plot(rows["epoch"], rows[column], marker="o", ms=3, label=split,
+                    ls="-" if split == "train" else "--", color="C0" if split == "train" else "C1")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title)
+        ax.legend()
+    fig = axes[0].figure
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_rates(table: pd.DataFrame, *, by: str = "layer",
+                     ax: plt.Axes | None = None) -> plt.Axes:
+    """Firing rate of every spiking layer, coloured by kind (e.g. ``"attn"``, ``"ffn"``).
+
+    Args:
+        table: one row per layer with columns ``name``, ``rate``, ``kind``, ``stage``, in network
+            order (e.g. from a firing-rate monitor).
+        by: ``"layer"`` draws one bar per layer with stage boundaries; ``"stage"`` draws every
+            layer's rate as a dot in a strip per stage.
+        ax: axes to draw on; a new figure if ``None``.
+
+    Returns:
+        The axes.
+    """
+    _require_columns(table, ["name", "rate", "kind", "stage"], "table")
+    if len(table) == 0:
+        raise ValueError("table has no rows")
+    table = table.reset_index(drop=True).assign(stage=lambda t: t["stage"].astype(str))
+    if by == "stage":
+        ax = _axes(ax)
+        sns.stripplot(data=table, x="stage", y="rate", hue="kind", ax=ax, jitter=0.25, size=4)
+        ax.set_xlabel("stage")
+    elif by == "layer":
+        ax = _axes(ax, (max(FIGSIZE[0], 0.12 * len(table)), FIGSIZE[1]))
+        sns.barplot(data=table.assign(position=table.index), x="position", y="rate", hue="kind",
+                    dodge=False, ax=ax, native_scale=True, width=0.85)
+        boundaries = np.flatnonzero(table["stage"].to_numpy()[1:] != table["stage"].to_numpy()[:-1])
+        for b in boundaries:
+            ax.axvline(b + 0.5, color="0.4", lw=0.8, ls=":")
+        if len(table) <= 30:  # readable names; otherwise index ticks only
+            ax.set_xticks(table.index, table["name"], rotation=90, fontsize="x-small")
+        ax.set_xlabel("layer (network order; dotted lines separate stages)")
+    else:
+        raise ValueError(f"by must be 'layer' or 'stage', got {by!r}")
+    ax.set_ylabel("firing rate")
+    ax.set_ylim(bottom=0)
+    return ax
+
+
+def _image(array: np.ndarray, *, ax: plt.Axes | None, title: str | None, cmap: str,
+           colorbar_label: str, vmin=None, vmax=None) -> plt.Axes:
+    ax = _axes(ax, (4.2, 3.5))
+    image = ax.imshow(array, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.figure.colorbar(image, ax=ax, label=colorbar_label, fraction=0.046, pad=0.04)
+    ax.grid(False)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_attention_map(attention, *, ax: plt.Axes | None = None, title: str | None = None,
+                       cmap: str = "magma") -> plt.Axes:
+    """An attention matrix ``[N_kv, N]`` (keys x queries) or a spatial map ``[H, W]``.
+
+    Args:
+        attention: 2-D array; a DSSA map after averaging over time, batch and heads.
+        ax: axes to draw on; a new figure if ``None``.
+        title: optional title.
+        cmap: matplotlib colour map.
+
+    Returns:
+        The axes.
+    """
+    attention = _to_numpy(attention, "attention", (2,))
+    return _image(attention, ax=ax, title=title, cmap=cmap, colorbar_label="attention")
+
+
+def plot_rate_map(rates, *, ax: plt.Axes | None = None, title: str | None = None,
+                  cmap: str = "viridis") -> plt.Axes:
+    """Spatial firing-rate map: ``[H, W]``, or ``[C, H, W]`` averaged over channels.
+
+    Args:
+        rates: firing rates in [0, 1], ``[H, W]`` or ``[C, H, W]``.
+        ax: axes to draw on; a new figure if ``None``.
+        title: optional title.
+        cmap: matplotlib colour map.
+
+    Returns:
+        The axes.
+    """
+    rates = _to_numpy(rates, "rates", (2, 3))
+    if rates.ndim == 3:
+        rates = rates.mean(axis=0)  # [C, H, W] -> [H, W]
+    return _image(rates, ax=ax, title=title, cmap=cmap, colorbar_label="firing rate", vmin=0.0,
+                  vmax=max(float(rates.max()), 1e-6))
