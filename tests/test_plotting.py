@@ -142,3 +142,39 @@ def test_plot_attention_map_and_rate_map():
         plotting.plot_rate_map(torch.rand(2, 3, 4, 5))
     with pytest.raises(ValueError, match="2 dimensions"):
         plotting.plot_attention_map(torch.rand(16))
+
+
+def test_png_bytes_is_a_small_faithful_palette_png():
+    import io
+
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot(np.sin(np.linspace(0, 6, 200)), label="sin")
+    ax.legend()
+    compact = plotting.png_bytes(fig, dpi=100)
+    reference = io.BytesIO()
+    fig.savefig(reference, format="png", dpi=100, bbox_inches="tight")  # matplotlib's RGBA PNG
+    image, original = Image.open(io.BytesIO(compact)), Image.open(reference)
+    assert image.mode == "P" and image.size == original.size
+    assert len(compact) < 0.7 * len(reference.getvalue())
+    difference = np.abs(np.asarray(image.convert("RGB"), dtype=float)
+                        - np.asarray(original.convert("RGB"), dtype=float))  # [H, W, 3]
+    assert difference.mean() < 0.1 and np.percentile(difference, 99.9) < 8  # measured 0.006, 1
+
+
+def test_set_style_shows_compact_pngs_in_ipython(monkeypatch):
+    import base64
+    import types
+
+    import IPython
+    from IPython.core.formatters import DisplayFormatter
+
+    shell = types.SimpleNamespace(display_formatter=DisplayFormatter())
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    plotting.set_style()
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [1, 0])
+    data, _ = shell.display_formatter.format(fig)
+    assert base64.b64decode(data["image/png"]) == plotting.png_bytes(fig, dpi=fig.dpi)
+    assert "image/png" not in shell.display_formatter.format(plt.figure())[0]  # empty: no image
