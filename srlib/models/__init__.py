@@ -8,6 +8,7 @@ import dataclasses
 
 from torch import nn
 
+from srlib.models.spikformer import SPIKFORMER_VARIANTS, Spikformer, SpikformerConfig
 from srlib.models.spikingresformer import (VARIANTS, DownsampleLayer, GWFFN, SpikingResformer,
                                            SpikingResformerConfig)
 
@@ -68,7 +69,10 @@ def count_parameters(model: nn.Module, include_bn_affine: bool = True) -> int:
 
 for _name, _config in VARIANTS.items():
     register_model(_name, SpikingResformer, _config)
+for _name, _config in SPIKFORMER_VARIANTS.items():
+    register_model(_name, Spikformer, _config)
 
-__all__ = ["GWFFN", "DownsampleLayer", "SpikingResformer", "SpikingResformerConfig",
+__all__ = ["GWFFN", "DownsampleLayer", "Spikformer", "SpikformerConfig", "SpikingResformer",
+           "SpikingResformerConfig",
            "count_parameters", "create_model", "get_model_config", "list_models",
            "register_model"]
