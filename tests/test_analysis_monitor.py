@@ -93,7 +93,8 @@ def test_table_kinds_heads_and_tidy_shapes(firing_model):
     assert str(table.stage.dtype) == "Int64"
     assert len(monitor.table(by="step")) == len(table) * 2
     heads = monitor.table(by="head").set_index(["name", "head"])
-    assert set(heads.index.get_level_values(0)) == set(table.name[table.kind.str.startswith("dssa")])
+    dssa_layers = set(table.name[table.kind.str.startswith("dssa")])
+    assert set(heads.index.get_level_values(0)) == dssa_layers
     # head i of the input / output spikes owns channels [i d, (i+1) d); attention spikes are
     # [T, B, h, N_kv, HW]: one head per channel
     s_in = spikes["layers.2.1.activation_in"]  # [T, B, 64, 4, 4], 2 heads

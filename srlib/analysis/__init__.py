@@ -23,5 +23,5 @@ from srlib.analysis.ops import OpCounter, conv_sops, linear_sops, matmul_sops
 from srlib.analysis.profile import Profile, format_profile, profile, profile_batches
 
 __all__ = ["CONVENTIONS", "E_AC_PJ", "E_MAC_PJ", "FiringRateMonitor", "LayerInfo", "OpCounter",
-           "Profile", "ann_energy_mj", "calibrate", "conv_sops", "describe", "energy_mj", "format_profile",
-           "linear_sops", "matmul_sops", "profile", "profile_batches"]
+           "Profile", "ann_energy_mj", "calibrate", "conv_sops", "describe", "energy_mj",
+           "format_profile", "linear_sops", "matmul_sops", "profile", "profile_batches"]

@@ -139,7 +139,7 @@ class FiringRateMonitor(BaseMonitor):
             raise RuntimeError("nothing recorded yet: run the model while the monitor is attached")
         return recorded
 
-    def _row(self, name: str, stats: _RunningRate) -> dict:
+    def _row(self, name: str) -> dict:
         info = self._info[name]
         return dict(name=name, stage=info.stage, block=info.block, kind=info.kind)
 
@@ -174,7 +174,7 @@ class FiringRateMonitor(BaseMonitor):
         """
         rows = []
         for name, stats in self._recorded():
-            base = self._row(name, stats)
+            base = self._row(name)
             if by == "layer":
                 total = float(stats.step_sum.sum())
                 rows.append(dict(base, neurons=stats.neurons,

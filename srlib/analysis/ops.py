@@ -23,7 +23,7 @@ smaller last batch biases).
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +132,6 @@ class LayerCount:
     input_sum: torch.Tensor | float = 0.0  # of the spike operand(s)
     input_numel: int = 0
     spike_input: torch.Tensor | bool = True  # first call's input: non-negative integers
-    shapes: list = field(default_factory=list)  # (input, output) shapes of the first call
 
 
 class OpCounter:
@@ -221,16 +220,14 @@ class OpCounter:
                         side = module.spike_operand
                         sops = matmul_sops(left, right, side)
                         operands = {"left": [left], "right": [right], "both": [left, right]}[side]
-                self._add(name, type(module).__name__, role, sops, macs, operands,
-                          [tuple(t.shape) for t in inputs[:2] if torch.is_tensor(t)],
-                          tuple(output.shape))
+                self._add(name, type(module).__name__, role, sops, macs, operands)
         return hook
 
-    def _add(self, name, type_name, role, sops, macs, operands, input_shapes, output_shape):
+    def _add(self, name, type_name, role, sops, macs, operands):
         count = self.counts.get(name)
         if count is None:
-            count = self.counts[name] = LayerCount(name, type_name, role, order=len(self.counts))
-            count.shapes = [input_shapes, output_shape]
+            count = self.counts[name] = LayerCount(name, type_name, role, order=len(self.counts),
+                                                   spike_input=role != "dense_matmul")
         count.calls += 1
         count.sops = count.sops + sops
         count.macs += macs

@@ -76,7 +76,8 @@ def _layer_rows(model, counter, skip, stem, convention):
     rows = []
     for count in sorted(counter.counts.values(), key=lambda c: c.order):
         info = describe(model, count.name)
-        counted = count.name not in skip and count.role != "dense_matmul"  # dense products: MACs only
+        # dense (real-valued) products cost MACs only
+        counted = count.name not in skip and count.role != "dense_matmul"
         sops = float(count.sops) / counter.images if counted else 0.0
         macs = count.macs / counter.images
         is_stem = count.name == stem
