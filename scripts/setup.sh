@@ -17,15 +17,20 @@ stamp="$venv/.srlib-installed"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing srlib and its pinned dependencies (first run: a few minutes)"
-    python -m pip install --quiet --upgrade pip
-    python -m pip install --quiet -e "$root[dev]"
+    log="$venv/install.log"
+    pip_install() {
+        python -m pip install --quiet "$@" >>"$log" 2>&1 \
+            || { tail -n 40 "$log"; echo "[setup] pip install $* failed; full log: $log"; exit 1; }
+    }
+    : >"$log"
+    pip_install -e "$root[dev]"
     no_deps="$(python - "$root/pyproject.toml" <<'PY'
 import sys, tomllib
 print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["tool"]["srlib"]["no-deps"]))
 PY
 )"
     # shellcheck disable=SC2086
-    python -m pip install --quiet --no-deps $no_deps
+    pip_install --no-deps $no_deps
     python -m ipykernel install --sys-prefix --name python3 >/dev/null
     echo "$want" > "$stamp"
 fi

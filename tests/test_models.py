@@ -135,3 +135,17 @@ def test_registry_names_and_defaults():
     assert isinstance(model, SpikingResformer)
     assert (model.config.num_classes, model.config.img_size, model.config.T) == (100, 128, 2)
     assert get_model_config("spikingresformer_dvsg").neuron == "plif"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    model = srlib.create_model("spikingresformer_cifar", **TINY).double().train()
+    cuda_model = srlib.create_model("spikingresformer_cifar", **TINY).double().train()
+    cuda_model.load_state_dict(model.state_dict())
+    cuda_model.to("cuda")
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 3
+    out = model(x)
+    out_cuda = cuda_model(x.to("cuda"))
+    torch.testing.assert_close(out_cuda.cpu(), out, rtol=1e-7, atol=1e-8)
+    for (key, a), b in zip(model.state_dict().items(), cuda_model.state_dict().values()):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-7, atol=1e-9, msg=key)
