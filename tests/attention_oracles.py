@@ -92,9 +92,11 @@ def spikformer_naive(model, x):
 
     x: [T, B, C, H, W]; returns per-step logits [T, B, K].
     """
-    for stage in model.patch_embed.stages:
+    # ImageNet: a 3x3/2 max-pool after each of the four convs; CIFAR: after the last two only
+    pools = (True,) * 4 if model.config.stem == "imagenet" else (False, False, True, True)
+    for stage, pool in zip(model.patch_embed.stages, pools):
         x = lif_loop(bn_train(conv_seq(x, stage[0], padding=1), stage[1].bn))
-        if len(stage) == 4:  # conv, BN, neuron, max-pool
+        if pool:
             x = torch.stack([F.max_pool2d(x[t], 3, 2, 1) for t in range(x.shape[0])])
     rpe = model.patch_embed.rpe
     x = x + lif_loop(bn_train(conv_seq(x, rpe[0], padding=1), rpe[1].bn))

@@ -132,3 +132,24 @@ def test_every_trainable_parameter_gets_a_gradient(name):
     for n, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), n
+
+
+def test_init_follows_the_public_code():
+    """CIFAR code: per-token nn.Linear layers, trunc-normal(0.02) and zero bias. ImageNet code:
+    Conv1d/Conv2d with PyTorch's default init (uniform, bound 1/sqrt(fan_in)); both heads are
+    trunc-normal(0.02)."""
+    options = dict(embed_dim=256, depth=1, num_heads=2)
+    cifar = srlib.create_model("spikformer_cifar_4_384", **options)
+    imagenet = srlib.create_model("spikformer_8_384", **options)
+    for model in (cifar, imagenet):
+        assert abs(model.head.weight.std().item() / 0.02 - 1) < 0.05
+        assert not model.head.bias.any()
+    for name in ("q_conv", "proj_conv"):
+        conv = cifar.blocks[0].attn.get_submodule(name)
+        assert abs(conv.weight.std().item() / 0.02 - 1) < 0.05 and not conv.bias.any()
+        conv = imagenet.blocks[0].attn.get_submodule(name)
+        bound = 1 / 256**0.5
+        assert conv.weight.abs().max() <= bound
+        assert abs(conv.weight.std().item() / (bound / 3**0.5) - 1) < 0.05
+    assert cifar.blocks[0].attn.q_conv.bias is not None  # qkv_bias in the CIFAR code
+    assert imagenet.blocks[0].attn.q_conv.bias is None
