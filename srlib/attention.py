@@ -68,8 +68,9 @@ class DSSA(nn.Module):
     average; an all-zero average (a fresh model) is set to the first batch's rate. In eval the
     averages are frozen. Two deliberate departures from the authors' code, both only where it
     produces non-finite values: (1) a never-trained model in eval (averages still zero) scales
-    with the current batch's rate instead of dividing by zero; (2) a rate of exactly zero is
-    clamped to the smallest positive float, so a silent head gives 0 rather than 0 * inf = NaN.
+    with the current batch's rate instead of dividing by zero; (2) a head whose rate is exactly
+    zero (no spike at all) is scaled by 1, so it gives 0 and finite gradients rather than
+    0 * inf = NaN.
     The authors' Python-side "initialised" flags are not used: the state dict alone decides.
 
     Args:
@@ -107,7 +108,8 @@ class DSSA(nn.Module):
         if self.training:
             rate = rate * FIRING_RATE_MOMENTUM + batch_rate * (1 - FIRING_RATE_MOMENTUM)
             running_rate.copy_(rate)
-        rate = rate.clamp_min(torch.finfo(rate.dtype).tiny)
+        # a head with no spike at all (rate exactly 0) is scaled by 1 instead of 1/0
+        rate = torch.where(rate > 0, rate, 1.0 / fan_in)
         return (1.0 / torch.sqrt(rate * fan_in)).to(spikes.dtype)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):

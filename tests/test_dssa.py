@@ -103,8 +103,12 @@ def test_untrained_eval_and_silent_heads_stay_finite():
     assert module.firing_rate_x.abs().sum() == 0, "eval must not write the running averages"
     module.train()
     reset_states(module)
-    silent = module(torch.zeros(2, 2, 4, 4, 4))  # no input spike in any head
+    x = torch.zeros(2, 2, 4, 4, 4, requires_grad=True)  # no input spike in any head
+    silent = module(x)
     assert torch.isfinite(silent).all()
+    silent.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters())
 
 
 def test_rejects_indivisible_heads():
