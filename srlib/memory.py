@@ -1,0 +1,61 @@
+"""Activation checkpointing per block: trade recomputation for training memory.
+
+Training memory of a spiking network grows with T x batch x activations: every layer keeps its
+input (and each neuron its membrane potentials) for backward. :func:`checkpoint_blocks` wraps
+each block of a SpikingResformer (DSSA, GWFFN, downsampling) in SpikingJelly 2.0's
+``memopt.checkpoint_module``: the block keeps only its input, and backward runs the block's
+forward again. SpikingJelly's wrapper recomputes with explicit neuron states and commits
+neuron states, batch-norm running statistics and DSSA firing-rate averages exactly once, so
+outputs, gradients and buffers are those of the plain model (``tests/test_perf_options.py``),
+and the state-dict keys do not change. The price is one more forward pass per step.
+
+Optionally the saved block inputs that are spikes can be packed to bits
+(``compress_spikes=True``): SpikingResformer's block inputs are real-valued, so this only helps
+other models and is off by default.
+"""
+
+from spikingjelly.activation_based import memopt
+from torch import nn
+
+from srlib.attention import ATTENTIONS
+from srlib.models.spikingresformer import GWFFN, DownsampleLayer
+
+_BLOCKS = (GWFFN, DownsampleLayer, *ATTENTIONS.values())
+
+
+def is_checkpointed(module: nn.Module) -> bool:
+    """True for a block wrapped by :func:`checkpoint_blocks`."""
+    return hasattr(module, "_checkpoint_wrapped_module")
+
+
+def checkpoint_blocks(model: nn.Module, compress_spikes: bool = False) -> int:
+    """Wrap every DSSA, GWFFN and downsampling block of ``model`` in place.
+
+    Args:
+        model: a SpikingResformer (or any model built from these blocks).
+        compress_spikes: bit-pack block inputs for backward (valid only if they are spikes).
+
+    Returns:
+        The number of blocks wrapped (already wrapped blocks are left alone).
+    """
+    compressor = memopt.BitSpikeCompressor() if compress_spikes else None
+    count = 0
+    for parent in list(model.modules()):
+        if is_checkpointed(parent):
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _BLOCKS):
+                setattr(parent, name, memopt.checkpoint_module(child, compressor=compressor))
+                count += 1
+    return count
+
+
+def uncheckpoint_blocks(model: nn.Module) -> int:
+    """Undo :func:`checkpoint_blocks` in place; returns the number of blocks unwrapped."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if is_checkpointed(child):
+                setattr(parent, name, child._checkpoint_wrapped_module)
+                count += 1
+    return count

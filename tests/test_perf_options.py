@@ -1,0 +1,260 @@
+"""Speed and memory options (srlib.fused, srlib.perf, srlib.memory) compute what the plain model
+computes: spikes bitwise, gradients and buffers to rounding, state dicts unchanged."""
+
+import copy
+import resource
+
+import pytest
+import torch
+from spikingjelly.activation_based import neuron, surrogate
+
+import srlib
+from oracles import lif_loop
+from srlib.fused import FusedLIFFunction, FusedLIFNode
+from srlib.memory import checkpoint_blocks, is_checkpointed, uncheckpoint_blocks
+from srlib.neurons import ReferenceLIF, is_spiking_neuron
+from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, set_neuron_kernel,
+                        to_channels_last, tune_cpu_allocator)
+
+TINY = dict(widths=(16, 32, 64), depths=(1, 1, 1), num_heads=(1, 2, 4), group_size=16, T=2,
+            img_size=16)
+
+
+def sj_lif(tau=2.0, decay_input=True):
+    return neuron.LIFNode(tau=tau, decay_input=decay_input, v_threshold=1.0, v_reset=0.0,
+                          surrogate_function=surrogate.ATan(alpha=2.0), detach_reset=True,
+                          step_mode="m")
+
+
+def fused_lif(tau=2.0, decay_input=True, kernel="eager"):
+    return FusedLIFNode(tau=tau, decay_input=decay_input, v_threshold=1.0, v_reset=0.0,
+                        surrogate_function=surrogate.ATan(alpha=2.0), detach_reset=True,
+                        step_mode="m", kernel=kernel)
+
+
+def lif_input(dtype, shape=(5, 3, 4, 6)):
+    """Inputs spread around the threshold, some of them exactly on it after charging."""
+    x = torch.randn(shape, dtype=dtype) * 2 + 1
+    x.view(-1)[::7] = 2.0  # H = x / 2 = 1.0 = V_th at t = 0
+    return x
+
+
+def run_neuron(node, x, grad):
+    x = x.clone().requires_grad_()
+    spikes = node(x)
+    (spikes * grad).sum().backward()
+    return spikes.detach(), x.grad, node.v
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau,decay_input", [(2.0, True), (1.7, True), (3.0, False)])
+def test_fused_lif_matches_spikingjelly(dtype, tau, decay_input):
+    x = lif_input(dtype)
+    grad = torch.randn_like(x)
+    want = run_neuron(sj_lif(tau, decay_input), x, grad)
+    got = run_neuron(fused_lif(tau, decay_input), x, grad)
+    assert torch.equal(got[0], want[0])  # spikes bitwise
+    torch.testing.assert_close(got[1], want[1], rtol=1e-12, atol=0)
+    assert torch.equal(got[2], want[2])  # membrane after the last step
+
+
+def test_fused_lif_matches_closed_form_oracle():
+    x = lif_input(torch.float64)
+    grad = torch.randn_like(x)
+    x_oracle = x.clone().requires_grad_()
+    (lif_loop(x_oracle) * grad).sum().backward()
+    spikes, grad_x, _ = run_neuron(fused_lif(), x, grad)
+    assert torch.equal(spikes, lif_loop(x))
+    torch.testing.assert_close(grad_x, x_oracle.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_fused_lif_carries_state_between_calls():
+    x1, x2 = lif_input(torch.float32), lif_input(torch.float32)
+    plain, fused = sj_lif(), fused_lif()
+    for x in (x1, x2):  # no reset in between: the second call starts from the first's V
+        assert torch.equal(fused(x), plain(x))
+        assert torch.equal(fused.v, plain.v)
+    fused.reset()
+    assert fused.v == 0.0 and fused.v_seq is None
+
+
+def test_fused_lif_gradient_through_carried_state():
+    """dL/dV[0] flows into the previous call's input when the state is not detached."""
+    x1, x2 = lif_input(torch.float64), lif_input(torch.float64)
+    grads = []
+    for node in (sj_lif(), fused_lif()):
+        a, b = x1.clone().requires_grad_(), x2.clone().requires_grad_()
+        (node(a).sum() + 3 * node(b).sum()).backward()
+        grads.append((a.grad, b.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_lif_defers_to_spikingjelly_in_half_precision(dtype):
+    x = lif_input(torch.float32).to(dtype)
+    assert torch.equal(fused_lif()(x), sj_lif()(x))
+
+
+def test_fused_lif_store_v_seq_uses_spikingjelly_path():
+    node = fused_lif()
+    node.store_v_seq = True
+    x = lif_input(torch.float32)
+    plain = sj_lif()
+    plain.store_v_seq = True
+    assert torch.equal(node(x), plain(x))
+    assert torch.equal(node.v_seq, plain.v_seq)
+
+
+def test_fused_lif_rejects_unknown_kernel():
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        fused_lif(kernel="cuda")
+
+
+def test_fused_function_saves_one_tensor():
+    """Only H is kept for backward: T x N values, against ~5 T x N for SpikingJelly's CPU path."""
+    x = lif_input(torch.float32).requires_grad_()
+    spikes, _ = FusedLIFFunction.apply(x, 0.0, 2.0, 1.0, 0.0, 2.0, True, "eager")
+    saved = spikes.grad_fn.saved_tensors
+    assert len(saved) == 1 and saved[0].shape == x.shape
+
+
+@pytest.mark.slow
+def test_compiled_kernel_matches_eager():
+    x = lif_input(torch.float32, (4, 2, 8, 5, 5))
+    grad = torch.randn_like(x)
+    want = run_neuron(fused_lif(kernel="eager"), x, grad)
+    got = run_neuron(fused_lif(kernel="compiled"), x, grad)
+    assert torch.equal(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-7)
+
+
+def tiny_model(dtype=torch.float64, **overrides):
+    torch.manual_seed(0)
+    return srlib.create_model("spikingresformer_cifar", **{**TINY, **overrides}).to(dtype)
+
+
+def train_twice(model, x):
+    """Two SGD-free training passes; returns outputs, gradients (by parameter name), buffers."""
+    results = []
+    for _ in range(2):
+        model.zero_grad()
+        out = model(x)
+        (out * torch.arange(out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads = {name.replace("_checkpoint_wrapped_module.", ""): p.grad.clone()
+                 for name, p in model.named_parameters()}
+        results.append((out.detach(), grads, copy.deepcopy(model.state_dict())))
+    return results
+
+
+def assert_same_training(got, want, rtol=1e-10, atol=1e-12):
+    for (out_g, grad_g, state_g), (out_w, grad_w, state_w) in zip(got, want):
+        torch.testing.assert_close(out_g, out_w, rtol=rtol, atol=atol)
+        assert grad_g.keys() == grad_w.keys()
+        for name in grad_w:
+            torch.testing.assert_close(grad_g[name], grad_w[name], rtol=rtol, atol=atol,
+                                       msg=f"gradient of {name}")
+        assert list(state_g) == list(state_w)
+        for key in state_w:
+            torch.testing.assert_close(state_g[key], state_w[key], rtol=rtol, atol=atol,
+                                       msg=f"buffer {key}")
+
+
+@pytest.mark.parametrize("kernel", ["fused", "reference"])
+def test_set_neuron_kernel_keeps_results_and_state_dict(kernel):
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
+    plain = tiny_model()
+    swapped = copy.deepcopy(plain)
+    lif_count = sum(isinstance(m, neuron.LIFNode) for m in plain.modules())
+    assert set_neuron_kernel(swapped, kernel) == lif_count > 0
+    expected_type = FusedLIFNode if kernel == "fused" else ReferenceLIF
+    assert all(isinstance(m, expected_type) for m in swapped.modules() if is_spiking_neuron(m))
+    assert {k: v.shape for k, v in swapped.state_dict().items()} == \
+        {k: v.shape for k, v in plain.state_dict().items()}
+    assert_same_training(train_twice(swapped, x), train_twice(plain, x))
+    set_neuron_kernel(swapped, "spikingjelly")  # and back
+    assert all(type(m) is neuron.LIFNode for m in swapped.modules() if is_spiking_neuron(m))
+
+
+def test_set_neuron_kernel_leaves_plif_alone():
+    model = srlib.create_model("spikingresformer_dvsg", **{**TINY, "group_size": 32})
+    assert set_neuron_kernel(model, "fused") == 0
+    with pytest.raises(ValueError, match="neuron kernel must be one of"):
+        set_neuron_kernel(model, "triton")
+
+
+def test_checkpoint_blocks_keeps_results_buffers_and_keys():
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
+    plain = tiny_model()
+    wrapped = copy.deepcopy(plain)
+    set_neuron_kernel(wrapped, "fused")  # the wrapper recomputes fused neurons correctly too
+    blocks = sum(1 + 2 * depth for depth in plain.config.depths) - 1  # DSSA, GWFFN, downsample
+    assert checkpoint_blocks(wrapped) == blocks
+    assert checkpoint_blocks(wrapped) == 0  # idempotent
+    assert list(wrapped.state_dict()) == list(plain.state_dict())
+    assert_same_training(train_twice(wrapped, x), train_twice(plain, x))
+    wrapped.eval(), plain.eval()
+    torch.testing.assert_close(wrapped(x), plain(x), rtol=1e-10, atol=1e-12)
+    wrapped.load_state_dict(plain.state_dict())  # plain checkpoints load into it
+    assert uncheckpoint_blocks(wrapped) == blocks
+    assert not any(is_checkpointed(m) for m in wrapped.modules())
+
+
+def test_checkpoint_blocks_saves_memory():
+    """Autograd keeps far fewer bytes for backward with per-block recomputation."""
+    x = torch.randn(2, 3, 16, 16)
+
+    def saved_bytes(model):
+        storages = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(x).sum().backward()
+        return sum(storages.values())
+
+    plain = tiny_model(torch.float32)
+    wrapped = copy.deepcopy(plain)
+    checkpoint_blocks(wrapped)
+    assert saved_bytes(wrapped) < 0.5 * saved_bytes(plain)
+
+
+def test_channels_last_keeps_results():
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
+    plain = tiny_model()
+    nhwc = to_channels_last(copy.deepcopy(plain))
+    conv = nhwc.layers[0][1].up[1]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert_same_training(train_twice(nhwc, x), train_twice(plain, x))
+
+
+def test_apply_perf_options_and_validation():
+    model = apply_perf_options(tiny_model(torch.float32),
+                               PerfOptions(neuron_kernel="fused", channels_last=True,
+                                           tune_allocator=False))
+    assert any(isinstance(m, FusedLIFNode) for m in model.modules())
+    assert model(torch.randn(1, 3, 16, 16)).shape == (2, 1, 10)
+    with pytest.raises(ValueError, match="neuron_kernel must be one of"):
+        PerfOptions(neuron_kernel="fast")
+    assert set(NEURON_KERNELS) == {"spikingjelly", "fused", "fused-compiled", "reference"}
+
+
+def _faults_of_fresh_64mb() -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB, freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_tune_cpu_allocator_stops_refaulting_large_blocks():
+    if not tune_cpu_allocator(True):
+        pytest.skip("glibc mallopt not available on this platform")
+    try:
+        _faults_of_fresh_64mb()
+        tuned = _faults_of_fresh_64mb()  # reuses the freed block: pages already mapped
+    finally:
+        tune_cpu_allocator(False)
+    _faults_of_fresh_64mb()
+    default = _faults_of_fresh_64mb()  # a fresh mmap each time: one fault per 4 KiB page
+    assert tuned < 1000 < 10000 < default
