@@ -1,0 +1,45 @@
+"""CIFAR-10 and CIFAR-100 through torchvision (downloaded only when asked).
+
+Expected layout: ``root/cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta) or
+``root/cifar-100-python/`` (train, test, meta), as torchvision's download extracts them.
+"""
+
+import os
+from pathlib import Path
+
+from torchvision import datasets
+
+from srlib.data.transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD,
+                                   cifar_transform)
+
+_VARIANTS = {  # name -> (torchvision class, folder inside root, mean, std, classes)
+    "cifar10": (datasets.CIFAR10, "cifar-10-batches-py", CIFAR10_MEAN, CIFAR10_STD, 10),
+    "cifar100": (datasets.CIFAR100, "cifar-100-python", CIFAR100_MEAN, CIFAR100_STD, 100),
+}
+
+
+def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_size: int = 32,
+          download: bool = False, randaugment_n: int = 1, randaugment_m: int = 7):
+    """CIFAR-10/100 with the paper's CIFAR transforms (see :func:`cifar_transform`).
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"``.
+        root: folder holding ``cifar-10-batches-py`` / ``cifar-100-python``; default ``data/``.
+        train: training (50,000 images) or test (10,000) split.
+        img_size: output size; 32, or e.g. 128 when fine-tuning an ImageNet model.
+        download: let torchvision download the archive (170 MB) into ``root``.
+    """
+    dataset_cls, folder, mean, std, _ = _VARIANTS[name]
+    root = Path("data" if root is None else root)
+    if not download and not (root / folder).is_dir():
+        raise FileNotFoundError(
+            f"{name} not found: expected the folder {root / folder} (python-pickle batches as "
+            f"torchvision extracts them). Pass --download (download=True) to fetch it into "
+            f"{root}, or point --data-root at the folder that contains {folder}/.")
+    transform = cifar_transform(train, img_size, mean, std, randaugment_n, randaugment_m)
+    try:
+        return dataset_cls(str(root), train=train, transform=transform, download=download)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+        raise FileNotFoundError(f"{name} at {root / folder} is incomplete or corrupted "
+                                f"({error}); expected torchvision's layout. Delete it and pass "
+                                "--download to fetch it again.") from error

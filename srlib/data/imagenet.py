@@ -1,0 +1,99 @@
+"""ImageNet-1k (ILSVRC 2012) from a class-folder tree, with the paper's transforms.
+
+Expected layout (the usual one after extracting the ILSVRC 2012 archives and sorting ``val``
+into class folders, e.g. with the ``valprep.sh`` script of many ImageNet tutorials)::
+
+    root/train/n01440764/n01440764_10026.JPEG ...   1000 class folders
+    root/val/n01440764/ILSVRC2012_val_00000293.JPEG ...   the same 1000 folders
+
+Any folder tree of that shape works (a few classes, PNGs), which is how the tests use it.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets import ImageFolder
+
+from srlib.data.transforms import imagenet_eval_transform, imagenet_train_transform
+
+NUM_CLASSES = 1000
+HOW_TO_GET = ("ImageNet cannot be downloaded automatically: get ILSVRC 2012 from "
+              "https://image-net.org (registration), extract train/ and val/ and sort val/ into "
+              "class folders.")
+LAYOUT = "root/train/<class>/<image> and root/val/<class>/<image> (ILSVRC 2012 class folders)"
+
+
+def _readable(path: str) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except (OSError, UnidentifiedImageError, SyntaxError):
+        return False
+
+
+def _load_rgb(path: str) -> Image.Image:
+    """PIL loader that names the file it cannot read."""
+    try:
+        with open(path, "rb") as file:
+            image = Image.open(file)
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise OSError(f"cannot read image {path}: {error} (pass skip_corrupt=True, or "
+                      "--skip-corrupt on the command line, to leave unreadable files out)") \
+            from error
+
+
+class ImageFolderDataset(ImageFolder):
+    """``torchvision.datasets.ImageFolder`` with clear errors.
+
+    Args:
+        root: the split folder (``.../train`` or ``.../val``) holding one folder per class.
+        transform: applied to each PIL image.
+        skip_corrupt: check every file first and leave out (with a warning listing them) those
+            PIL cannot read; otherwise an unreadable file raises ``OSError`` naming its path when
+            it is loaded.
+    """
+
+    def __init__(self, root, transform=None, skip_corrupt: bool = False):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist; expected {LAYOUT}. "
+                                    f"{HOW_TO_GET}")
+        try:
+            super().__init__(str(root), transform=transform, loader=_load_rgb)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{root} holds no class folders with images ({error}); "
+                                    f"expected {LAYOUT}") from error
+        if skip_corrupt:
+            bad = [path for path, _ in self.samples if not _readable(path)]
+            if bad:
+                warnings.warn(f"skipping {len(bad)} unreadable image(s): {', '.join(bad[:20])}")
+                bad_set = set(bad)
+                self.samples = [s for s in self.samples if s[0] not in bad_set]
+                self.targets = [target for _, target in self.samples]
+                self.imgs = self.samples
+            if not self.samples:
+                raise FileNotFoundError(f"no readable images left in {root}")
+
+
+def imagenet(root: str | os.PathLike | None, train: bool = True, img_size: int = 224,
+             skip_corrupt: bool = False, color_jitter: float = 0.4, randaugment_n: int = 2,
+             randaugment_m: int = 7, crop_pct: float = 0.95) -> ImageFolderDataset:
+    """The ImageNet ``train`` or ``val`` split with the paper's transforms (see
+    :mod:`srlib.data.transforms`)."""
+    if root is None:
+        root = Path("data/imagenet")
+    root = Path(root)
+    missing = [name for name in ("train", "val") if not (root / name).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"ImageNet not found at {root}: missing {', '.join(missing)}/. "
+                                f"Expected {LAYOUT}. {HOW_TO_GET}")
+    if train:
+        transform = imagenet_train_transform(img_size, color_jitter, randaugment_n,
+                                             randaugment_m)
+    else:
+        transform = imagenet_eval_transform(img_size, crop_pct)
+    return ImageFolderDataset(root / ("train" if train else "val"), transform, skip_corrupt)
