@@ -14,6 +14,9 @@ Optionally the saved block inputs that are spikes can be packed to bits
 other models and is off by default.
 """
 
+import contextlib
+
+import torch
 from spikingjelly.activation_based import memopt
 from torch import nn
 
@@ -59,3 +62,45 @@ def uncheckpoint_blocks(model: nn.Module) -> int:
                 setattr(parent, name, child._checkpoint_wrapped_module)
                 count += 1
     return count
+
+
+def _storage_key(tensor: torch.Tensor):
+    storage = tensor.untyped_storage()
+    return storage._cdata, storage.nbytes()
+
+
+def saved_activation_bytes(model: nn.Module, run) -> int:
+    """Bytes kept alive for backward while ``run()`` (a forward, usually with backward) runs.
+
+    Counts every tensor autograd saves (each storage once) plus the inputs of checkpointed
+    blocks, which is what such a block keeps instead. Parameters are left out. This is the
+    activation part of training memory; it scales with batch x T.
+
+    Args:
+        model: the model ``run`` calls (checkpointed blocks are found in it).
+        run: a callable running the forward (and backward) pass.
+    """
+    parameters = {_storage_key(p)[0] for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        with contextlib.suppress(RuntimeError, NotImplementedError):  # tensors without storage
+            key, nbytes = _storage_key(tensor)
+            if key not in parameters:
+                storages[key] = nbytes
+        return tensor
+
+    def keep_inputs(module, args):
+        for arg in args:
+            if isinstance(arg, torch.Tensor):
+                pack(arg)
+
+    handles = [m.register_forward_pre_hook(keep_inputs) for m in model.modules()
+               if is_checkpointed(m)]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(storages.values())

@@ -11,7 +11,8 @@ from spikingjelly.activation_based import neuron, surrogate
 import srlib
 from oracles import lif_loop
 from srlib.fused import FusedLIFFunction, FusedLIFNode
-from srlib.memory import checkpoint_blocks, is_checkpointed, uncheckpoint_blocks
+from srlib.memory import (checkpoint_blocks, is_checkpointed, saved_activation_bytes,
+                          uncheckpoint_blocks)
 from srlib.neurons import ReferenceLIF, is_spiking_neuron
 from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, set_neuron_kernel,
                         to_channels_last, tune_cpu_allocator)
@@ -203,22 +204,19 @@ def test_checkpoint_blocks_keeps_results_buffers_and_keys():
 def test_checkpoint_blocks_saves_memory():
     """Autograd keeps far fewer bytes for backward with per-block recomputation."""
     x = torch.randn(2, 3, 16, 16)
-
-    def saved_bytes(model):
-        storages = {}
-
-        def pack(tensor):
-            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            model(x).sum().backward()
-        return sum(storages.values())
-
     plain = tiny_model(torch.float32)
     wrapped = copy.deepcopy(plain)
     checkpoint_blocks(wrapped)
-    assert saved_bytes(wrapped) < 0.5 * saved_bytes(plain)
+    plain_bytes = saved_activation_bytes(plain, lambda: plain(x).sum().backward())
+    wrapped_bytes = saved_activation_bytes(wrapped, lambda: wrapped(x).sum().backward())
+    assert wrapped_bytes < 0.5 * plain_bytes
+
+
+def test_saved_activation_bytes_counts_a_conv_input():
+    """Oracle: a bias-free conv saves its input and weight; only the input is counted."""
+    conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    assert saved_activation_bytes(conv, lambda: conv(x).sum().backward()) == x.numel() * 4
 
 
 def test_channels_last_keeps_results():
