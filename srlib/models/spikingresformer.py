@@ -215,4 +215,10 @@ VARIANTS = {
     "spikingresformer_dvsg": SpikingResformerConfig(
         widths=(32, 96, 192), num_heads=(1, 3, 6), stem="small", group_size=32, neuron="plif",
         num_classes=11, img_size=64, T=16, **_IMAGENET),
+    # the small model of the Fashion-MNIST main job (configs/default.yaml): 1 grey channel
+    # padded to 32x32, the ImageNet stem (32 -> 8), one DSSA+GWFFN block per stage,
+    # GWFFN ratio 2 with 16 channels per group; sized to train in minutes on 2 CPU cores
+    "spikingresformer_fmnist": SpikingResformerConfig(
+        widths=(32, 64, 128), depths=(1, 1, 1), num_heads=(1, 2, 4), patch_sizes=(2, 1, 1),
+        group_size=16, ffn_ratio=2, in_channels=1, num_classes=10, img_size=32),
 }
