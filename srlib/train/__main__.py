@@ -1,0 +1,88 @@
+"""Command line: ``python -m srlib.train [--config configs/X.yaml] [--key value ...]``.
+
+Every field of :class:`srlib.train.TrainConfig` is an option (``--batch-size 64``,
+``--amp bf16``, ``--compile`` / ``--no-compile``); options override the recipe, which overrides
+the defaults. With no arguments it trains ``configs/default.yaml`` (Fashion-MNIST). Under
+``torchrun --nproc-per-node N -m srlib.train ...`` it runs data-parallel.
+"""
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+
+import yaml
+
+from srlib.train.config import DEFAULT_RECIPE, TrainConfig, load_config
+
+
+def _option_type(hint):
+    """(argparse type, nargs, is_bool) of a TrainConfig field."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)][0]
+        kind, nargs, _ = _option_type(inner)
+        return (lambda text: None if text.lower() in ("none", "null") else kind(text)), nargs, False
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return args[0], "+" if args[-1] is Ellipsis else len(args), False
+    return hint, None, hint is bool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m srlib.train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--config", default=str(DEFAULT_RECIPE),
+                        help="YAML recipe (default: %(default)s)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        kind, nargs, is_bool = _option_type(hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        if is_bool:
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag, dest=field.name, type=kind, nargs=nargs,
+                                default=argparse.SUPPRESS, metavar=field.name.upper())
+    return parser
+
+
+def parse_config(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        valid = ", ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig))
+        parser.error(f"unknown option(s) {' '.join(unknown)}; valid options: --config, "
+                     f"--print-config, {valid}")
+    overrides = {key: value for key, value in vars(args).items()
+                 if key not in ("config", "print_config")}
+    try:
+        return load_config(args.config, **overrides), args
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+
+
+def main(argv=None) -> int:
+    config, args = parse_config(argv)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    from srlib.train.engine import NonFiniteLossError, train  # torch imports after parsing
+
+    try:
+        train(config)
+    except NonFiniteLossError as error:
+        print(f"[srlib.train] {error}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as error:
+        print(f"[srlib.train] {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""srlib.train: schedule, parameter groups, losses, one training step, the CLI, a tiny run."""
+
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_datasets import write_fashion_mnist
+
+from srlib.checkpoint import read_checkpoint
+from srlib.train import (CosineWarmupSchedule, NonFiniteLossError, Trainer, build_optimizer,
+                         classification_loss, load_config, make_config)
+from srlib.train.__main__ import main, parse_config
+from srlib.train.distributed import resolve_device
+from srlib.train.optim import param_groups
+
+
+def tiny_config(tmp_path, **overrides):
+    """A run of the default recipe's model on a tiny Fashion-MNIST tree, CPU, one thread."""
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    values = dict(name="tiny", output_dir=str(tmp_path / "runs"), data_root=str(data),
+                  device="cpu", threads=1, batch_size=16, epochs=1, lr=1e-3, warmup_epochs=0,
+                  neuron_kernel="spikingjelly", progress=False, tensorboard=False)
+    values.update(overrides)
+    return load_config(None, **values)
+
+
+# --- schedule, parameter groups, losses ------------------------------------------------------
+
+def test_cosine_warmup_schedule_closed_form():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = CosineWarmupSchedule(optimizer, total_steps=110, lr=1e-3, warmup_steps=10,
+                                    warmup_lr=1e-5, min_lr=2e-5)
+    lrs = [schedule.get_last_lr()[0]]
+    for _ in range(110):
+        schedule.step()
+        lrs.append(schedule.get_last_lr()[0])
+    assert lrs[0] == pytest.approx(1e-5) and lrs[5] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert lrs[10] == pytest.approx(1e-3)  # peak right after the warm-up
+    assert lrs[60] == pytest.approx((1e-3 + 2e-5) / 2)  # half-way down the cosine
+    assert lrs[110] == pytest.approx(2e-5)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay
+    restored = CosineWarmupSchedule(optimizer, 110, 1e-3, 10, 1e-5, 2e-5)
+    restored.load_state_dict({"step_count": 37})
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[37])
+
+
+def test_no_weight_decay_on_norms_biases_and_scalars():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Linear(4, 2))
+    model.register_parameter("w", torch.nn.Parameter(torch.tensor(0.5)))  # PLIF-like scalar
+    decay, no_decay = param_groups(model, 0.05)
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert len(no_decay["params"]) == 5 and no_decay["weight_decay"] == 0
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.05)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
+
+
+def test_losses_against_direct_formulas():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 6, 5), torch.randint(0, 5, (6,))
+    mean = classification_loss(logits, labels)
+    log_probs = logits.mean(0).log_softmax(-1)
+    assert mean == pytest.approx(-log_probs[range(6), labels].mean().item(), abs=1e-6)
+    tet = classification_loss(logits, labels, kind="tet")
+    per_step = [F.cross_entropy(logits[t], labels) for t in range(4)]
+    assert tet == pytest.approx(torch.stack(per_step).mean().item(), abs=1e-6)
+    regularised = classification_loss(logits, labels, kind="tet", tet_lambda=0.25, tet_phi=1.0)
+    mse = ((logits - 1.0) ** 2).mean()
+    assert regularised == pytest.approx((0.75 * tet + 0.25 * mse).item(), abs=1e-6)
+    soft = F.one_hot(labels, 5).float()
+    assert classification_loss(logits, soft, label_smoothing=0.1) == pytest.approx(
+        classification_loss(logits, labels, label_smoothing=0.1).item(), abs=1e-6)
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+def test_one_step_changes_weights_and_lowers_the_loss(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, lr=2e-3))
+    trainer.model.train()
+    trainer.train_loader.sampler.set_epoch(0)
+    images, labels = next(iter(trainer.train_loader))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.train_step(images, labels)
+    after = trainer.model.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert len(changed) == sum(1 for k in before if k.endswith("weight"))  # every weight moved
+    with torch.no_grad():
+        loss_after = classification_loss(trainer.model(images), labels, label_smoothing=0.1)
+    assert loss_after.item() < result["loss"]
+    assert result["count"] == 16 and 0 <= result["correct"] <= 16
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, checkpoint_every=1, epochs=2))
+    good_forward = trainer.network.forward
+    calls = []
+
+    def forward(x):  # three good steps, then NaN logits
+        calls.append(1)
+        out = good_forward(x)
+        return out * float("nan") if len(calls) > 3 else out
+
+    trainer.network.forward = forward
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .* step 4") as error:
+        trainer.fit()
+    assert "last.pth" in str(error.value)
+    checkpoint = read_checkpoint(tmp_path / "runs" / "tiny" / "last.pth")
+    assert checkpoint["step"] == 3
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values()
+               if v.is_floating_point())
+
+
+def test_device_is_an_argument():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16.* needs CUDA"):
+        Trainer(tiny_config(tmp_path, amp="fp16"))
+
+
+# --- config and command line -----------------------------------------------------------------
+
+def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['lr_peak'\].*valid keys"):
+        make_config({"lr_peak": 1e-3})
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        make_config({"compile": "False"})  # the type=bool pitfall: a string is not a bool
+    with pytest.raises(ValueError, match="amp must be one of"):
+        make_config({"amp": "fp8"})
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("epochs: 2\nbatchsize: 8\n")
+    with pytest.raises(ValueError, match="bad.yaml.*batchsize"):
+        load_config(recipe)
+
+
+def test_cli_overrides_and_booleans(tmp_path):
+    config, _ = parse_config(["--epochs", "7", "--no-tensorboard", "--compile", "--betas", "0.8",
+                              "0.9", "--clip-grad", "none", "--data-root", str(tmp_path)])
+    assert (config.epochs, config.tensorboard, config.compile) == (7, False, True)
+    assert config.betas == (0.8, 0.9) and config.clip_grad is None
+    assert config.data_root == str(tmp_path) and config.dataset == "fashion-mnist"
+
+
+def test_cli_rejects_unknown_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--learning-rate", "1", "--print-config"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown option(s) --learning-rate" in error and "--lr" in error
+    with pytest.raises(SystemExit):  # booleans are flags: "--compile False" is not accepted
+        main(["--compile", "False"])
+    assert "unknown option(s) False" in capsys.readouterr().err
+    assert main(["--epochs", "3", "--print-config"]) == 0
+    assert "epochs: 3" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_run_writes_a_complete_run_folder(tmp_path):
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    command = [sys.executable, "-m", "srlib.train", "--name", "cli", "--output-dir",
+               str(tmp_path / "runs"), "--data-root", str(data), "--epochs", "2",
+               "--batch-size", "16", "--threads", "1", "--neuron-kernel", "spikingjelly",
+               "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 2/2" in result.stdout and "test loss" in result.stdout
+    run = tmp_path / "runs" / "cli"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and list(metrics["step"]) == [4, 8]
+    assert metrics["test_acc"].between(0, 100).all()
+    last, best = read_checkpoint(run / "last.pth"), read_checkpoint(run / "best.pth")
+    assert last["epoch"] == 2 and last["step"] == 8
+    assert last["best_acc1"] == pytest.approx(metrics["test_acc"].max())  # the real best
+    assert best["best_acc1"] == last["best_acc1"]
+    assert best["step"] == metrics["step"][metrics["test_acc"].idxmax()]  # first best
+    assert last["config"]["epochs"] == 2
+    for name in ("curves.png", "firing_rates.png", "firing_rates.csv"):
+        assert (run / name).stat().st_size > 0
+    assert any((run / "tensorboard").iterdir())
+    rates = pd.read_csv(run / "firing_rates.csv")
+    assert len(rates) == 20 and rates["rate"].between(0, 1).all()  # 20 LIF layers
+    assert not math.isnan(metrics["train_loss"].iloc[-1])
+
+
+def test_missing_data_gives_exit_code_and_instructions(tmp_path, capsys):
+    assert main(["--data-root", str(tmp_path / "none"), "--no-progress", "--device", "cpu",
+                 "--output-dir", str(tmp_path / "runs")]) == 2
+    error = capsys.readouterr().err
+    assert "Fashion-MNIST train split not found" in error and "dataset-fashion-mnist" in error
