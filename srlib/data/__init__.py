@@ -180,9 +180,12 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, *, seed: int = 
         dataset = SeededDataset(dataset)
     else:
         sampler = ShardSampler(dataset)
+    # the loader's own generator: starting an epoch's iterator draws a worker base seed from
+    # it, which must not advance the global generator (Mixup draws from that one)
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=time_major_collate if sequence else default_collate,
-                      pin_memory=pin_memory, drop_last=drop_last,
+                      pin_memory=pin_memory, drop_last=drop_last, generator=generator,
                       persistent_workers=num_workers > 0)
 
 
