@@ -1,0 +1,97 @@
+"""DDP on CPU (gloo, 2 processes): one step equals a single process on the same global batch.
+
+Setup where equality is exact in theory: the model runs in eval mode during the step, so batch
+norm uses its running statistics and DSSA its frozen firing rates (both first set by the same
+train-mode forward on every process). In train mode each replica would normalise with the
+statistics of its own half batch, which is a different computation (SyncBN, CUDA only, is what
+makes it equal there). What is left is exactly what DDP must get right: the two halves of the
+global batch come from the sampler shards, gradients are averaged across processes, and every
+process applies the same AdamW update; evaluation sums counts over both shards. Gradients are
+compared too (Adam's first step is nearly scale-free, so weights alone would not notice a sum
+in place of a mean).
+"""
+
+import os
+import socket
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from tiny_datasets import write_fashion_mnist
+
+from srlib.train import Trainer, load_config
+
+GLOBAL_BATCH = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def options(tmp_path, batch_size: int) -> dict:
+    return dict(name="ddp", output_dir=str(tmp_path / "runs"), data_root=str(tmp_path / "data"),
+                device="cpu", threads=1, batch_size=batch_size, epochs=1, lr=1e-2,
+                neuron_kernel="spikingjelly", progress=False, tensorboard=False)
+
+
+def one_step(tmp_path, batch_size: int) -> dict:
+    """Build a trainer, fix BN and DSSA statistics, take one step in eval mode, evaluate."""
+    trainer = Trainer(load_config(None, **options(tmp_path, batch_size)))
+    fixed = torch.linspace(-1, 2, 8 * 32 * 32).reshape(8, 1, 32, 32)
+    trainer.model.train()
+    with torch.no_grad():
+        trainer.model(fixed)  # the same statistics on every process
+    trainer.model.eval()
+    trainer.train_loader.sampler.set_epoch(0)
+    images, labels = next(iter(trainer.train_loader))
+    before = trainer.model.prologue[0].weight.detach().clone()
+    result = trainer.train_step(images, labels)
+    metrics = trainer.evaluate()
+    grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
+    return {"state": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            "grads": grads, "stem_before": before, "labels": labels, "loss": result["loss"],
+            "metrics": metrics}
+
+
+def worker(rank: int, world: int, port: int, tmp_path) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from srlib.train import distributed
+
+    try:
+        torch.save(one_step(tmp_path, GLOBAL_BATCH // world), tmp_path / f"rank{rank}.pt")
+    finally:
+        distributed.cleanup()
+
+
+@pytest.mark.slow
+def test_two_process_step_equals_single_process(tmp_path):
+    write_fashion_mnist(tmp_path / "data", n_train=32, n_test=13)  # 13: shards of 7 and 6
+    mp.start_processes(worker, args=(2, free_port(), tmp_path), nprocs=2, start_method="spawn",
+                       join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    single = one_step(tmp_path, GLOBAL_BATCH)
+    # the shards of the global batch are the single process's batch, interleaved
+    assert torch.equal(torch.stack([ranks[0]["labels"], ranks[1]["labels"]], 1).flatten(),
+                       single["labels"])
+    for name, grad in single["grads"].items():  # averaged, not summed or local
+        torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-7,
+                                   msg=name)
+    for key, value in single["state"].items():
+        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6,
+                                   msg=key)
+        assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
+    assert (ranks[0]["loss"] + ranks[1]["loss"]) / 2 == pytest.approx(single["loss"], rel=1e-5)
+    for name, value in single["metrics"].items():
+        assert ranks[0]["metrics"][name] == ranks[1]["metrics"][name]
+        assert ranks[0]["metrics"][name] == pytest.approx(value, rel=1e-5), name
+    change = single["state"]["prologue.0.weight"] - single["stem_before"]
+    assert change.abs().max() > 1e-3  # the step moved the weights (lr 1e-2)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
