@@ -94,6 +94,18 @@ def test_one_step_changes_weights_and_lowers_the_loss(tmp_path):
     assert result["count"] == 16 and 0 <= result["correct"] <= 16
 
 
+def test_bf16_autocast_tet_loss_and_clipping_on_cpu(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, amp="bf16", loss="tet", clip_grad=0.01, mixup=0.5))
+    trainer.model.train()
+    trainer.train_loader.sampler.set_epoch(0)
+    images, labels = next(iter(trainer.train_loader))
+    result = trainer.train_step(images, labels)
+    assert math.isfinite(result["loss"])
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in
+                                                 trainer.model.parameters()]))
+    assert norm <= 0.01 * (1 + 1e-4)  # clipped to the configured global norm
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, checkpoint_every=1, epochs=2))
     good_forward = trainer.network.forward

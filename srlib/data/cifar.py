@@ -19,7 +19,8 @@ _VARIANTS = {  # name -> (torchvision class, folder inside root, mean, std, clas
 
 
 def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_size: int = 32,
-          download: bool = False, randaugment_n: int = 1, randaugment_m: int = 7):
+          download: bool = False, randaugment_n: int = 1, randaugment_m: int = 7,
+          augment: bool | None = None):
     """CIFAR-10/100 with the paper's CIFAR transforms (see :func:`cifar_transform`).
 
     Args:
@@ -28,6 +29,7 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
         train: training (50,000 images) or test (10,000) split.
         img_size: output size; 32, or e.g. 128 when fine-tuning an ImageNet model.
         download: let torchvision download the archive (170 MB) into ``root``.
+        augment: flips and RandAugment (default: for the training split only).
     """
     dataset_cls, folder, mean, std, _ = _VARIANTS[name]
     root = Path("data" if root is None else root)
@@ -36,7 +38,8 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
             f"{name} not found: expected the folder {root / folder} (python-pickle batches as "
             f"torchvision extracts them). Pass --download (download=True) to fetch it into "
             f"{root}, or point --data-root at the folder that contains {folder}/.")
-    transform = cifar_transform(train, img_size, mean, std, randaugment_n, randaugment_m)
+    augment = train if augment is None else augment
+    transform = cifar_transform(augment, img_size, mean, std, randaugment_n, randaugment_m)
     try:
         return dataset_cls(str(root), train=train, transform=transform, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"

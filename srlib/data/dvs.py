@@ -103,7 +103,8 @@ def class_split(targets, train: bool, fraction: float = TRAIN_FRACTION) -> list[
 
 
 def dvs_frames(name: str, root: str | os.PathLike | None, train: bool = True,
-               img_size: int = 64, T: int = 16, download: bool = False) -> Dataset:
+               img_size: int = 64, T: int = 16, download: bool = False,
+               augment: bool | None = None) -> Dataset:
     """CIFAR10-DVS or DVS128 Gesture as ``T`` event-count frames per sample.
 
     Args:
@@ -115,10 +116,11 @@ def dvs_frames(name: str, root: str | os.PathLike | None, train: bool = True,
         T: number of frames per sample.
         download: let SpikingJelly download CIFAR10-DVS (DVS128 Gesture needs a manual
             download).
+        augment: the DVS augmentation (default: for the training split only).
     """
     root = Path(f"data/{name}" if root is None else root)
     _check_layout(name, root, T, download)
-    transform = EventFrameTransform(train, img_size)
+    transform = EventFrameTransform(train if augment is None else augment, img_size)
     if name == "dvs128gesture":
         dataset = _spikingjelly_dataset(name, root, T, train, transform)
     else:

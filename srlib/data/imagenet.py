@@ -81,9 +81,11 @@ class ImageFolderDataset(ImageFolder):
 
 def imagenet(root: str | os.PathLike | None, train: bool = True, img_size: int = 224,
              skip_corrupt: bool = False, color_jitter: float = 0.4, randaugment_n: int = 2,
-             randaugment_m: int = 7, crop_pct: float = 0.95) -> ImageFolderDataset:
+             randaugment_m: int = 7, crop_pct: float = 0.95,
+             augment: bool | None = None) -> ImageFolderDataset:
     """The ImageNet ``train`` or ``val`` split with the paper's transforms (see
-    :mod:`srlib.data.transforms`)."""
+    :mod:`srlib.data.transforms`); ``augment=False`` gives the training split the eval
+    transform (default: augment the training split only)."""
     if root is None:
         root = Path("data/imagenet")
     root = Path(root)
@@ -91,7 +93,7 @@ def imagenet(root: str | os.PathLike | None, train: bool = True, img_size: int =
     if missing:
         raise FileNotFoundError(f"ImageNet not found at {root}: missing {', '.join(missing)}/. "
                                 f"Expected {LAYOUT}. {HOW_TO_GET}")
-    if train:
+    if train if augment is None else augment:
         transform = imagenet_train_transform(img_size, color_jitter, randaugment_n,
                                              randaugment_m)
     else:

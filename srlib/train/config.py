@@ -40,6 +40,7 @@ class TrainConfig:
     data_root: str | None = None  # None: the dataset's default place (see srlib.data)
     download: bool = False  # allow torchvision / SpikingJelly to download the dataset
     workers: int = 0  # loader processes per training process
+    augment: bool = True  # the dataset's training augmentation (False: eval transform)
     skip_corrupt: bool = False  # leave out unreadable images (image folders) with a warning
     randaugment_n: int = 0  # RandAugment ops per image (ImageNet, CIFAR); 0: off
     randaugment_m: int = 7  # RandAugment magnitude

@@ -69,12 +69,14 @@ def build_datasets(config: TrainConfig):
     info = dataset_info(config.dataset)
     accepted = dataset_options(config.dataset)
     values = dict(download=config.download, skip_corrupt=config.skip_corrupt, T=config.T,
+                  augment=config.augment,
                   randaugment_n=config.randaugment_n, randaugment_m=config.randaugment_m,
                   color_jitter=config.color_jitter, crop_pct=config.crop_pct)
     options = {key: value for key, value in values.items() if key in accepted}
     size = config.img_size or info.img_size
     train = build_dataset(config.dataset, config.data_root, True, size, **options)
-    test = build_dataset(config.dataset, config.data_root, False, size, **options)
+    test = build_dataset(config.dataset, config.data_root, False, size,
+                         **{**options, "augment": False})
     if config.max_train_samples and config.max_train_samples < len(train):
         generator = torch.Generator().manual_seed(config.seed)
         keep = torch.randperm(len(train), generator=generator)[:config.max_train_samples]
