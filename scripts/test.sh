@@ -5,4 +5,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 source scripts/setup.sh
 bash scripts/get_fashion_mnist.sh
-python -m pytest tests "$@"
+# unit and integration tests, then every notebook executed top to bottom by nbval
+python -m pytest tests notebooks --nbval-lax "$@"
