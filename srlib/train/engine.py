@@ -64,6 +64,27 @@ def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
+def set_neuron_kernel(model: nn.Module, kernel: str) -> str:
+    """Swap the LIF neurons' kernel (:mod:`srlib.perf`); returns the kernel in use.
+
+    ``"fused-compiled"`` is compiled here once on a tiny input; where that fails (no C++
+    compiler, say) the run warns and takes the eager ``"fused"`` kernel instead.
+    """
+    from srlib import neurons, perf
+
+    if kernel == "fused-compiled":
+        try:
+            probe = nn.Sequential(neurons.lif())
+            perf.set_neuron_kernel(probe, kernel)
+            probe(torch.rand(2, 3, requires_grad=True) * 2).sum().backward()
+        except Exception as error:  # inductor raises many types (compiler missing, ...)
+            warnings.warn(f"neuron_kernel 'fused-compiled' is unavailable here ({error!r:.200}); "
+                          "using 'fused'")
+            kernel = "fused"
+    perf.set_neuron_kernel(model, kernel)
+    return kernel
+
+
 def build_datasets(config: TrainConfig):
     """(train set, test set) of the recipe, with the options its dataset accepts."""
     info = dataset_info(config.dataset)
@@ -140,8 +161,6 @@ class Trainer:
         config = self.config
         self.model = build_model(config, self.device)  # the plain module: state dicts, eval
         if config.neuron_kernel != "spikingjelly":
-            from srlib.perf import set_neuron_kernel  # optional speed-ups, CPU LIF kernels
-
             set_neuron_kernel(self.model, config.neuron_kernel)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -383,4 +402,4 @@ def train(config: TrainConfig) -> dict:
 
 
 __all__ = ["NonFiniteLossError", "Trainer", "build_datasets", "build_model", "seed_everything",
-           "train"]
+           "set_neuron_kernel", "train"]
