@@ -3,12 +3,13 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_datasets import write_fashion_mnist
+from tiny_datasets import write_dvs_frames, write_fashion_mnist
 
 from srlib.checkpoint import read_checkpoint
 from srlib.train import (CosineWarmupSchedule, NonFiniteLossError, Trainer, build_optimizer,
@@ -16,6 +17,8 @@ from srlib.train import (CosineWarmupSchedule, NonFiniteLossError, Trainer, buil
 from srlib.train.__main__ import main, parse_config
 from srlib.train.distributed import resolve_device
 from srlib.train.optim import param_groups
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def tiny_config(tmp_path, **overrides):
@@ -104,6 +107,23 @@ def test_bf16_autocast_tet_loss_and_clipping_on_cpu(tmp_path):
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in
                                                  trainer.model.parameters()]))
     assert norm <= 0.01 * (1 + 1e-4)  # clipped to the configured global norm
+
+
+def test_event_sequences_train_time_major_with_mixup(tmp_path):
+    data = write_dvs_frames(tmp_path / "dvs", "dvs128gesture", T=2, per_class=1, size=16)
+    trainer = Trainer(load_config(CONFIGS / "dvs128gesture.yaml", data_root=str(data), T=2,
+                                  img_size=16, batch_size=4, amp="none", workers=0, mixup=0.8,
+                                  device="cpu", output_dir=str(tmp_path / "runs"),
+                                  progress=False, tensorboard=False))
+    trainer.model.train()
+    trainer.train_loader.sampler.set_epoch(0)
+    frames, labels = next(iter(trainer.train_loader))
+    assert frames.shape == (2, 4, 3, 16, 16)  # [T, B, C, H, W]
+    torch.manual_seed(0)
+    mixed, targets = trainer._mix(frames, labels)
+    assert mixed.shape == frames.shape and type(mixed) is torch.Tensor
+    assert targets.shape == (4, 11) and (targets.max(1).values < 1).all()  # soft labels
+    assert math.isfinite(trainer.train_step(frames, labels)["loss"])
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
 from srlib.checkpoint import load_checkpoint
@@ -145,8 +146,8 @@ class Trainer:
             warmup_steps=min(round(config.warmup_epochs * self.steps_per_epoch), total),
             warmup_lr=config.warmup_lr, min_lr=config.min_lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
-        self.mix = mixup_cutmix(self.model.config.num_classes, config.mixup, config.cutmix,
-                                config.mixup_switch_prob)
+        self.mix = mixup_cutmix(config.num_classes or self.info.num_classes, config.mixup,
+                                config.cutmix, config.mixup_switch_prob)
         self.run_dir = Path(config.output_dir) / config.name
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +161,8 @@ class Trainer:
     def _build_model(self) -> None:
         config = self.config
         self.model = build_model(config, self.device)  # the plain module: state dicts, eval
-        if config.neuron_kernel != "spikingjelly":
-            set_neuron_kernel(self.model, config.neuron_kernel)
+        if config.neuron_kernel != "spikingjelly" and self.device.type == "cpu":
+            set_neuron_kernel(self.model, config.neuron_kernel)  # CUDA has its own kernels
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if config.sync_bn and self.context.enabled:
@@ -192,9 +193,10 @@ class Trainer:
         """Mixup/CutMix on the batch axis (time-major sequences are mixed batch-first)."""
         if self.mix is None:
             return images, labels
-        if self.info.sequence:
-            mixed, targets = self.mix(images.transpose(0, 1), labels)  # [B, T, C, H, W]
-            return mixed.transpose(0, 1), targets  # [T, B, C, H, W]
+        if self.info.sequence:  # torchvision mixes 5-d batches only as videos
+            video = tv_tensors.Video(images.transpose(0, 1))  # [B, T, C, H, W]
+            mixed, targets = self.mix(video, labels)
+            return mixed.as_subclass(torch.Tensor).transpose(0, 1), targets  # [T, B, C, H, W]
         return self.mix(images, labels)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
