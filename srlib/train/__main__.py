@@ -8,6 +8,7 @@ the defaults. With no arguments it trains ``configs/default.yaml`` (Fashion-MNIS
 
 import argparse
 import dataclasses
+import inspect
 import sys
 import types
 import typing
@@ -30,6 +31,16 @@ def _option_type(hint):
     return hint, None, hint is bool
 
 
+def _field_help() -> dict[str, str]:
+    """The comment after each TrainConfig field in config.py, as its --help text."""
+    helps = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        name, colon, rest = line.strip().partition(":")
+        if colon and name.isidentifier() and "#" in rest:
+            helps[name] = rest.split("#", 1)[1].strip().replace("%", "%%")
+    return helps
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m srlib.train", description=__doc__,
@@ -37,17 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(DEFAULT_RECIPE),
                         help="YAML recipe (default: %(default)s)")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config as YAML and exit")
-    hints = typing.get_type_hints(TrainConfig)
+                        help="print the resolved config (recipe + options) as YAML and exit")
+    hints, helps = typing.get_type_hints(TrainConfig), _field_help()
     for field in dataclasses.fields(TrainConfig):
         kind, nargs, is_bool = _option_type(hints[field.name])
         flag = "--" + field.name.replace("_", "-")
+        text = helps.get(field.name)  # values come from the recipe: see --print-config
         if is_bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS)
+                                default=argparse.SUPPRESS, help=text)
         else:
             parser.add_argument(flag, dest=field.name, type=kind, nargs=nargs,
-                                default=argparse.SUPPRESS, metavar=field.name.upper())
+                                default=argparse.SUPPRESS, metavar=field.name.upper(),
+                                help=text)
     return parser
 
 
