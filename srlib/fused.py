@@ -34,13 +34,15 @@ FUSED_DTYPES = (torch.float32, torch.float64)
 KERNELS = ("eager", "compiled")
 
 
-def lif_forward_eager(x_seq, v, tau, v_threshold, v_reset, decay_input):
-    """Forward pass with in-place ops: returns ``(spikes [T, ...], h_seq [T, ...], v_last)``."""
+def lif_forward_eager(x_seq, v, tau, v_threshold, v_reset, decay_input, keep_h=True):
+    """Forward pass with in-place ops: returns ``(spikes [T, ...], h_seq [T, ...], v_last)``
+    (``h_seq`` is ``None`` unless ``keep_h``)."""
     T = x_seq.shape[0]
     spikes = torch.empty_like(x_seq)  # [T, ...] (keeps a channels-last layout)
-    h_seq = torch.empty_like(spikes)  # [T, ...] charged potential
+    h_seq = torch.empty_like(spikes) if keep_h else None  # [T, ...] charged potential
+    scratch = None if keep_h else torch.empty_like(x_seq[0])  # [...] reused every step
     for t in range(T):
-        h = h_seq[t]
+        h = h_seq[t] if keep_h else scratch
         if decay_input:  # the operation order of SpikingJelly: v + (x - (v - v_reset)) / tau
             torch.sub(x_seq[t], v - v_reset if v_reset != 0.0 else v, out=h)
             h.div_(tau).add_(v)
@@ -75,7 +77,7 @@ def lif_backward_eager(grad_spikes, grad_v_last, h_seq, tau, v_threshold, alpha,
     return grad_x, carry
 
 
-def lif_forward_functional(x_seq, v, tau, v_threshold, v_reset, decay_input):
+def lif_forward_functional(x_seq, v, tau, v_threshold, v_reset, decay_input, keep_h=True):
     """Forward pass without in-place ops (what ``torch.compile`` fuses); as the eager one."""
     spikes, charged = [], []
     for x in x_seq:
@@ -87,7 +89,8 @@ def lif_forward_functional(x_seq, v, tau, v_threshold, v_reset, decay_input):
         spikes.append(fired.to(x.dtype))
         charged.append(h)
         v = torch.where(fired, v_reset, h)
-    return torch.stack(spikes), torch.stack(charged), v  # [T, ...], [T, ...], [...]
+    h_seq = torch.stack(charged) if keep_h else None  # [T, ...]
+    return torch.stack(spikes), h_seq, v  # [T, ...], [T, ...], [...]
 
 
 def lif_backward_functional(grad_spikes, grad_v_last, h_seq, tau, v_threshold, alpha,
@@ -186,9 +189,15 @@ class FusedLIFNode(neuron.LIFNode):
         # where v - v_reset = 0 keeps the arithmetic exactly SpikingJelly's)
         if not (isinstance(v, float) and self.decay_input):
             (v,) = self.materialize_states((x_seq,), (v,), "m")
-        spikes, v = FusedLIFFunction.apply(x_seq, v, self.tau, self.v_threshold, self.v_reset,
-                                           float(self.surrogate_function.alpha),
-                                           self.decay_input, self.kernel)
+        v_needs_grad = isinstance(v, torch.Tensor) and v.requires_grad
+        if torch.is_grad_enabled() and (x_seq.requires_grad or v_needs_grad):
+            spikes, v = FusedLIFFunction.apply(x_seq, v, self.tau, self.v_threshold,
+                                               self.v_reset, float(self.surrogate_function.alpha),
+                                               self.decay_input, self.kernel)
+        else:  # no graph: nothing to keep (the compiled kernel keeps H: no second compile)
+            forward, _ = _kernels(self.kernel)
+            spikes, _, v = forward(x_seq, v, self.tau, self.v_threshold, self.v_reset,
+                                   self.decay_input, keep_h=self.kernel == "compiled")
         self._memories["v"] = v
         self.v_seq = None
         return spikes
