@@ -24,7 +24,7 @@ def run_options(tmp_path, name: str) -> dict:
     return dict(name=name, output_dir=str(tmp_path / "runs"), data_root=str(data),
                 device="cpu", threads=1, batch_size=8, epochs=EPOCHS, lr=2e-3,
                 warmup_epochs=0.5, checkpoint_every=CHECKPOINT_EVERY,
-                neuron_kernel="spikingjelly", progress=False, tensorboard=False,
+                neuron_kernel="spikingjelly", progress=False, tensorboard=False, log_every=2,
                 mixup=0.4, cutmix=1.0)  # random draws in the loop must resume too
 
 
@@ -85,3 +85,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     metrics = pd.read_csv(tmp_path / "runs" / "killed" / "metrics.csv")[columns]
     expected = pd.read_csv(tmp_path / "runs" / "reference" / "metrics.csv")[columns]
     pd.testing.assert_frame_equal(metrics, expected)  # no duplicate rows, same numbers
+    columns = ["step", "epoch", "lr", "train_loss", "train_acc"]  # every 2 steps
+    steps = pd.read_csv(tmp_path / "runs" / "killed" / "steps.csv")[columns]
+    pd.testing.assert_frame_equal(
+        steps, pd.read_csv(tmp_path / "runs" / "reference" / "steps.csv")[columns])
+    assert list(steps["step"]) == list(range(2, EPOCHS * STEPS_PER_EPOCH + 1, 2))

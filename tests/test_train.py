@@ -215,6 +215,9 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     assert best["best_acc1"] == last["best_acc1"]
     assert best["step"] == metrics["step"][metrics["test_acc"].idxmax()]  # first best
     assert last["config"]["epochs"] == 2
+    steps = pd.read_csv(run / "steps.csv")  # log_every 20 > 4 steps: one row per epoch end
+    assert list(steps["step"]) == [4, 8] and list(steps["epoch"]) == [1.0, 2.0]
+    assert steps["train_loss"].tolist() == pytest.approx(metrics["train_loss"].tolist())
     for name in ("curves.png", "firing_rates.png", "firing_rates.csv"):
         assert (run / name).stat().st_size > 0
     assert any((run / "tensorboard").iterdir())

@@ -10,7 +10,8 @@ which :func:`srlib.checkpoint.read_checkpoint` uses, reads it):
     step        optimizer steps in all
     best_acc1   the best test accuracy so far (updated before the save), best_step its step
     processes   one entry per process: {"rng": torch, cuda, numpy and python generator
-                states, "epoch_stats": [loss sum, correct, count] of this epoch so far}
+                states, "epoch_stats" / "interval_stats": [loss sum, correct, count] of this
+                epoch / of the steps since the last steps.csv row}
     config      TrainConfig.to_dict()  world_size  processes that wrote it
 
 Files are written by :func:`srlib.checkpoint.atomic_save` (temporary file, then rename), so a
@@ -62,9 +63,11 @@ def set_rng_state(state: dict) -> None:
                      python_state["gauss"]))
 
 
-def gather_process_states(epoch_stats: list[float]) -> list[dict]:
-    """Every process's generator states and epoch sums, in rank order (collective under DDP)."""
-    own = {"rng": rng_state(), "epoch_stats": [float(value) for value in epoch_stats]}
+def gather_process_states(epoch_stats: list[float], interval_stats: list[float]) -> list[dict]:
+    """Every process's generator states and running sums, in rank order (collective under
+    DDP)."""
+    own = {"rng": rng_state(), "epoch_stats": [float(value) for value in epoch_stats],
+           "interval_stats": [float(value) for value in interval_stats]}
     if not (dist.is_available() and dist.is_initialized()):
         return [own]
     states = [None] * dist.get_world_size()

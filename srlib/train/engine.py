@@ -155,6 +155,7 @@ class Trainer:
         self.epoch, self.epoch_step, self.step = 0, 0, 0
         self.best_acc1, self.best_step = 0.0, None  # best test accuracy and its step
         self.epoch_stats = [0.0, 0.0, 0.0]  # loss sum, correct, count (this process)
+        self.interval_stats = [0.0, 0.0, 0.0]  # the same since the last steps.csv row
         if config.resume:
             self.resume(config.resume)
 
@@ -243,19 +244,24 @@ class Trainer:
         for images, labels in self.train_loader:
             result = self.train_step(images, labels)
             self.step, self.epoch_step = self.step + 1, self.epoch_step + 1
-            stats = self.epoch_stats
-            stats[0] += result["loss"] * result["count"]
-            stats[1] += result["correct"]
-            stats[2] += result["count"]
+            for stats in (self.epoch_stats, self.interval_stats):
+                stats[0] += result["loss"] * result["count"]
+                stats[1] += result["correct"]
+                stats[2] += result["count"]
             images_seen += result["count"] * self.context.world_size
             rate = images_seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{self.schedule.get_last_lr()[0]:.2e}",
-                            img_s=f"{rate:.0f}", refresh=False)
+            lr = self.schedule.get_last_lr()[0]
+            bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",
+                            refresh=False)
             bar.update()
-            if self.step % config.log_every == 0:
-                self.log.scalars(self.step, **{"train/loss": result["loss"],
-                                               "train/lr": self.schedule.get_last_lr()[0],
-                                               "train/img_per_s": rate})
+            if self.step % config.log_every == 0 or self.epoch_step == self.steps_per_epoch:
+                loss_sum, correct, count = distributed.all_reduce_sum(self.interval_stats,
+                                                                      self.device)
+                self.interval_stats = [0.0, 0.0, 0.0]
+                self.log.interval({
+                    "step": self.step, "epoch": epoch + self.epoch_step / self.steps_per_epoch,
+                    "lr": lr, "train_loss": loss_sum / count, "train_acc": 100 * correct / count,
+                    "img_per_s": rate})
             if (config.checkpoint_every and self.step % config.checkpoint_every == 0
                     and self.epoch_step < self.steps_per_epoch):
                 self.save(checkpointing.LAST)
@@ -287,7 +293,8 @@ class Trainer:
 
     def save(self, name: str) -> None:
         """Write a run checkpoint into the run folder (gathers RNG states from all ranks)."""
-        processes = checkpointing.gather_process_states(self.epoch_stats)
+        processes = checkpointing.gather_process_states(self.epoch_stats,
+                                                        self.interval_stats)
         if self.context.is_main:
             checkpointing.save_run_checkpoint(
                 self.run_dir / name, model=self.model, optimizer=self.optimizer,
@@ -319,13 +326,14 @@ class Trainer:
             own = processes[self.context.rank]
             checkpointing.set_rng_state(own["rng"])
             self.epoch_stats = list(own["epoch_stats"])
+            self.interval_stats = list(own["interval_stats"])
         else:
             warnings.warn(f"{path} was written by {len(processes)} process(es), this run has "
                           f"{self.context.world_size}: random streams reseeded")
             seed_everything(self.config.seed + self.context.rank + self.step)
             if self.context.is_main:  # keep the epoch's sums so far on one process
                 self.epoch_stats = [sum(p["epoch_stats"][i] for p in processes) for i in range(3)]
-        self.log.truncate(self.epoch)
+        self.log.truncate(self.epoch, self.step)
 
     def fit(self) -> dict:
         """Train for the remaining epochs; returns the final metrics row."""
@@ -361,7 +369,7 @@ class Trainer:
 
     def finish(self) -> None:
         """Curves and the per-layer firing-rate table/plot of the final model (main process)."""
-        plot_run_curves(self.run_dir)
+        plot_run_curves(self.run_dir, title=self.config.name)
         try:
             from srlib.analysis import FiringRateMonitor
             from srlib.plotting import plot_layer_rates

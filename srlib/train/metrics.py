@@ -1,8 +1,12 @@
-"""Feedback of a run: per-epoch ``metrics.csv``, TensorBoard events, and the curves figure.
+"""Feedback of a run: ``metrics.csv``, ``steps.csv``, TensorBoard events, the curves figure.
 
 Only the main process writes (the others get a :class:`RunLog` with ``enabled=False``).
-``metrics.csv`` holds one row per evaluated epoch with the columns of :data:`COLUMNS`
-(accuracies in percent), the layout :func:`srlib.plotting.plot_curves` reads.
+
+* ``metrics.csv``: one row per epoch, columns :data:`COLUMNS` (accuracies in percent), the
+  layout :func:`srlib.plotting.plot_curves` reads.
+* ``steps.csv``: one row every ``log_every`` steps (and at each epoch end), columns
+  :data:`STEP_COLUMNS`: the training loss and accuracy over the steps since the previous row,
+  with ``epoch`` a fraction (1.5 = half-way through the second epoch).
 """
 
 import csv
@@ -12,8 +16,34 @@ from pathlib import Path
 
 COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
            "test_acc5", "epoch_time_s", "train_img_per_s")
-METRICS = "metrics.csv"
-CURVES = "curves.png"
+STEP_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "img_per_s")
+METRICS, STEPS, CURVES = "metrics.csv", "steps.csv", "curves.png"
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _rewrite(path: Path, columns, rows: list[dict]) -> None:
+    """Write the whole table to a temporary file, then rename it into place."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _append(path: Path, columns, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerow({key: row.get(key, float("nan")) for key in columns})
 
 
 class RunLog:
@@ -33,49 +63,41 @@ class RunLog:
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / METRICS
-
-    def rows(self) -> list[dict]:
-        if not self.metrics_path.is_file():
-            return []
-        with open(self.metrics_path, newline="") as file:
-            return list(csv.DictReader(file))
-
-    def truncate(self, completed_epochs: int) -> None:
-        """Drop rows of epochs after ``completed_epochs`` (written after the checkpoint a run
-        resumes from), so a resumed run's table has no duplicates."""
-        if not self.enabled or not self.metrics_path.is_file():
-            return
-        kept = [row for row in self.rows() if int(row["epoch"]) <= completed_epochs]
-        self._write(kept)
-
-    def _write(self, rows: list[dict]) -> None:
-        tmp = self.metrics_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(self.metrics_path)
-
-    def scalars(self, step: int, **values: float) -> None:
-        """TensorBoard scalars at a global step (``train/loss``, ``train/lr``, ...)."""
-        if self.writer is not None:
-            for name, value in values.items():
-                self.writer.add_scalar(name, value, step)
-
-    def epoch(self, row: dict) -> None:
-        """Append one epoch's row to metrics.csv and TensorBoard."""
+    def truncate(self, completed_epochs: int, step: int) -> None:
+        """Drop rows written after the checkpoint a run resumes from (epochs after
+        ``completed_epochs``, steps after ``step``), so the resumed tables have no duplicates."""
         if not self.enabled:
             return
-        row = {key: row.get(key, float("nan")) for key in COLUMNS}
-        self._write(self.rows() + [row])
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5", "lr"):
-            value = row[key]
-            if isinstance(value, float) and not math.isnan(value):
-                split, _, name = key.partition("_")
-                self.scalars(int(row["epoch"]), **{f"epoch/{split}_{name}": value})
+        for name, columns, keep in ((METRICS, COLUMNS,
+                                     lambda row: int(row["epoch"]) <= completed_epochs),
+                                    (STEPS, STEP_COLUMNS, lambda row: int(row["step"]) <= step)):
+            path = self.run_dir / name
+            if path.is_file():
+                _rewrite(path, columns, [row for row in _read(path) if keep(row)])
+
+    def scalars(self, step: int, **values: float) -> None:
+        """TensorBoard scalars at a global step."""
+        if self.writer is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not math.isnan(value):
+                    self.writer.add_scalar(name, value, step)
+
+    def interval(self, row: dict) -> None:
+        """Append a steps.csv row (and its TensorBoard scalars ``train/...``)."""
+        if not self.enabled:
+            return
+        _append(self.run_dir / STEPS, STEP_COLUMNS, row)
+        self.scalars(row["step"], **{"train/loss": row["train_loss"],
+                                     "train/acc": row["train_acc"], "train/lr": row["lr"],
+                                     "train/img_per_s": row["img_per_s"]})
+
+    def epoch(self, row: dict) -> None:
+        """Append a metrics.csv row (and its TensorBoard scalars ``epoch/...``)."""
+        if not self.enabled:
+            return
+        _append(self.run_dir / METRICS, COLUMNS, row)
+        self.scalars(int(row["epoch"]), **{f"epoch/{key}": row[key] for key in COLUMNS[2:]
+                                           if key in row})
         if self.writer is not None:
             self.writer.flush()
 
@@ -84,34 +106,46 @@ class RunLog:
             self.writer.close()
 
 
-def read_metrics(run_dir):
-    """metrics.csv of a run as a pandas DataFrame (numbers as floats)."""
+def read_metrics(run_dir, name: str = METRICS):
+    """A run's ``metrics.csv`` (or ``steps.csv``) as a pandas DataFrame."""
     import pandas as pd
 
-    return pd.read_csv(Path(run_dir) / METRICS)
+    return pd.read_csv(Path(run_dir) / name)
 
 
-def plot_run_curves(run_dir) -> Path | None:
-    """Draw loss and accuracy against epoch into ``run_dir/curves.png``.
+def plot_run_curves(run_dir, title: str | None = None) -> Path | None:
+    """Loss and accuracy against epoch into ``run_dir/curves.png``: training values from
+    steps.csv (every few steps), test values from metrics.csv (every evaluation).
 
-    Uses :func:`srlib.plotting.plot_curves` (the house style). Returns the path, or None (with
-    a warning) when there is nothing to plot.
+    Drawn by :func:`srlib.plotting.plot_curves`. Returns the path, or None (with a warning)
+    when there is nothing to plot.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     from srlib import plotting
 
-    metrics = read_metrics(run_dir)
-    if metrics.empty:
-        warnings.warn(f"{run_dir}/{METRICS} has no rows: no curves drawn")
+    run_dir = Path(run_dir)
+    frames = []
+    if (run_dir / STEPS).is_file():
+        frames.append(read_metrics(run_dir, STEPS)[["epoch", "train_loss", "train_acc"]])
+    if (run_dir / METRICS).is_file():
+        epochs = read_metrics(run_dir)
+        test = [c for c in ("test_loss", "test_acc") if c in epochs]
+        frames.append(epochs[["epoch"] + test] if frames else epochs)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if table.empty:
+        warnings.warn(f"{run_dir} has no {METRICS} or {STEPS} rows: no curves drawn")
         return None
     plotting.set_style()
-    fig = plotting.plot_curves(metrics)
-    fig.suptitle(Path(run_dir).name)
-    path = Path(run_dir) / CURVES
+    fig = plotting.plot_curves(table.sort_values("epoch", kind="stable"))
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout()
+    path = run_dir / CURVES
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
