@@ -77,6 +77,7 @@ class TrainConfig:
     resume: str | None = None  # a last.pth to continue from
     progress: bool = True  # tqdm progress bars
     tensorboard: bool = True  # TensorBoard events in the run folder
+    plots: bool = True  # at the end: curves.png and the per-layer firing rates
     log_every: int = 20  # steps between TensorBoard scalars
 
     def __post_init__(self):

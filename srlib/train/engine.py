@@ -33,7 +33,7 @@ from srlib.train.metrics import RunLog, plot_run_curves
 from srlib.train.optim import CosineWarmupSchedule, build_optimizer, classification_loss
 
 # config fields that may differ between a run and its resumption without changing its course
-_RESUME_FREE = {"resume", "progress", "tensorboard", "log_every", "workers", "device",
+_RESUME_FREE = {"resume", "progress", "tensorboard", "plots", "log_every", "workers", "device",
                 "checkpoint_every", "eval_batch_size", "compile"}
 RATE_IMAGES = 512  # test images for the per-layer firing-rate table at the end of a run
 
@@ -362,7 +362,7 @@ class Trainer:
             self.log.epoch(row)
             if main:
                 print(_summary(row, config.epochs, self.best_acc1))
-        if main:
+        if main and config.plots:
             self.finish()
         self.log.close()
         return row
