@@ -70,8 +70,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     reference = Trainer(load_config(None, **run_options(tmp_path, "reference")))
     reference.fit()
 
-    # resume the killed run (here: the resume path is the same in any process)
-    Trainer(load_config(None, **options, resume=str(last))).fit()
+    # resume the killed run (the same command with resume="auto" finds its last.pth)
+    Trainer(load_config(None, **options, resume="auto")).fit()
 
     ours = read_checkpoint(last)
     theirs = read_checkpoint(tmp_path / "runs" / "reference" / "last.pth")

@@ -201,7 +201,7 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     command = [sys.executable, "-m", "srlib.train", "--name", "cli", "--output-dir",
                str(tmp_path / "runs"), "--data-root", str(data), "--epochs", "2",
                "--batch-size", "16", "--threads", "1", "--neuron-kernel", "spikingjelly",
-               "--no-progress"]
+               "--no-progress", "--resume", "auto"]  # nothing to resume: a fresh run
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 2/2" in result.stdout and "test loss" in result.stdout

@@ -74,7 +74,7 @@ class TrainConfig:
     # checkpoints and feedback
     checkpoint_every: int = 0  # also save last.pth every this many steps (0: epoch ends only)
     eval_every: int = 1  # evaluate every this many epochs (and always after the last)
-    resume: str | None = None  # a last.pth to continue from
+    resume: str | None = None  # a last.pth to continue from; "auto": this run's, if any
     progress: bool = True  # tqdm progress bars
     tensorboard: bool = True  # TensorBoard events in the run folder
     plots: bool = True  # at the end: curves.png and the per-layer firing rates

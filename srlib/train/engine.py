@@ -156,8 +156,12 @@ class Trainer:
         self.best_acc1, self.best_step = 0.0, None  # best test accuracy and its step
         self.epoch_stats = [0.0, 0.0, 0.0]  # loss sum, correct, count (this process)
         self.interval_stats = [0.0, 0.0, 0.0]  # the same since the last steps.csv row
-        if config.resume:
-            self.resume(config.resume)
+        resume = config.resume
+        if resume == "auto":  # continue this run if it has a checkpoint, else start afresh
+            last = self.run_dir / checkpointing.LAST
+            resume = str(last) if last.is_file() else None
+        if resume:
+            self.resume(resume)
 
     def _build_model(self) -> None:
         config = self.config
