@@ -3,7 +3,8 @@ frozen config and the command line ``python -m srlib.train --config configs/<rec
 """
 
 from srlib.train.config import TrainConfig, load_config, make_config
-from srlib.train.engine import NonFiniteLossError, Trainer, build_datasets, build_model, train
+from srlib.train.engine import NonFiniteLossError, Trainer, train
+from srlib.train.setup import build_datasets, build_model
 from srlib.train.optim import CosineWarmupSchedule, build_optimizer, classification_loss
 
 __all__ = ["CosineWarmupSchedule", "NonFiniteLossError", "TrainConfig", "Trainer",

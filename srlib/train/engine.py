@@ -11,13 +11,11 @@ everything needed to resume bit for bit.
 """
 
 import contextlib
-import dataclasses
 import math
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,12 +23,12 @@ from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
 from srlib.checkpoint import load_checkpoint
-from srlib.data import build_dataset, build_loader, dataset_info, dataset_options, mixup_cutmix
-from srlib.models import create_model, get_model_config
+from srlib.data import build_loader, dataset_info, mixup_cutmix
 from srlib.train import checkpointing, distributed
 from srlib.train.config import TrainConfig
 from srlib.train.metrics import RunLog, plot_run_curves
 from srlib.train.optim import CosineWarmupSchedule, build_optimizer, classification_loss
+from srlib.train.setup import build_datasets, build_model, seed_everything, set_neuron_kernel
 
 # config fields that may differ between a run and its resumption without changing its course
 _RESUME_FREE = {"resume", "progress", "tensorboard", "plots", "log_every", "workers", "device",
@@ -40,72 +38,6 @@ RATE_IMAGES = 512  # test images for the per-layer firing-rate table at the end 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and Python's ``random``."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """The recipe's model for its dataset (classes, channels, size and T from the config)."""
-    info = dataset_info(config.dataset)
-    overrides = {}
-    if getattr(get_model_config(config.model), "in_channels", info.in_channels) != \
-            info.in_channels:
-        overrides["in_channels"] = info.in_channels
-    model = create_model(config.model, num_classes=config.num_classes or info.num_classes,
-                         img_size=config.img_size or info.img_size, T=config.T, **overrides)
-    if config.pretrained:
-        load_checkpoint(model, config.pretrained, ignore=tuple(config.pretrained_ignore))
-    return model.to(device)
-
-
-def set_neuron_kernel(model: nn.Module, kernel: str) -> str:
-    """Swap the LIF neurons' kernel (:mod:`srlib.perf`); returns the kernel in use.
-
-    ``"fused-compiled"`` is compiled here once on a tiny input; where that fails (no C++
-    compiler, say) the run warns and takes the eager ``"fused"`` kernel instead.
-    """
-    from srlib import neurons, perf
-
-    if kernel == "fused-compiled":
-        try:
-            probe = nn.Sequential(neurons.lif())
-            perf.set_neuron_kernel(probe, kernel)
-            probe(torch.rand(2, 3, requires_grad=True) * 2).sum().backward()
-        except Exception as error:  # inductor raises many types (compiler missing, ...)
-            warnings.warn(f"neuron_kernel 'fused-compiled' is unavailable here ({error!r:.200}); "
-                          "using 'fused'")
-            kernel = "fused"
-    perf.set_neuron_kernel(model, kernel)
-    return kernel
-
-
-def build_datasets(config: TrainConfig):
-    """(train set, test set) of the recipe, with the options its dataset accepts."""
-    info = dataset_info(config.dataset)
-    accepted = dataset_options(config.dataset)
-    values = dict(download=config.download, skip_corrupt=config.skip_corrupt, T=config.T,
-                  augment=config.augment,
-                  randaugment_n=config.randaugment_n, randaugment_m=config.randaugment_m,
-                  color_jitter=config.color_jitter, crop_pct=config.crop_pct)
-    options = {key: value for key, value in values.items() if key in accepted}
-    size = config.img_size or info.img_size
-    train = build_dataset(config.dataset, config.data_root, True, size, **options)
-    test = build_dataset(config.dataset, config.data_root, False, size,
-                         **{**options, "augment": False})
-    if config.max_train_samples and config.max_train_samples < len(train):
-        generator = torch.Generator().manual_seed(config.seed)
-        keep = torch.randperm(len(train), generator=generator)[:config.max_train_samples]
-        train = torch.utils.data.Subset(train, sorted(keep.tolist()))
-    if config.max_eval_samples and config.max_eval_samples < len(test):
-        test = torch.utils.data.Subset(test, range(config.max_eval_samples))
-    return train, test
 
 
 class Trainer:
@@ -415,5 +347,4 @@ def train(config: TrainConfig) -> dict:
         distributed.cleanup()
 
 
-__all__ = ["NonFiniteLossError", "Trainer", "build_datasets", "build_model", "seed_everything",
-           "set_neuron_kernel", "train"]
+__all__ = ["NonFiniteLossError", "Trainer", "train"]

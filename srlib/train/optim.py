@@ -20,7 +20,7 @@ from torch import nn
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decayed weights (dim >= 2), and the rest without decay."""
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
         (decay if parameter.dim() >= 2 else no_decay).append(parameter)
