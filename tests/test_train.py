@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from tiny_datasets import write_dvs_frames, write_fashion_mnist
 
+import srlib
 from srlib.checkpoint import read_checkpoint
 from srlib.train import (CosineWarmupSchedule, NonFiniteLossError, Trainer, build_optimizer,
                          classification_loss, load_config, make_config)
@@ -152,6 +153,18 @@ def test_device_is_an_argument():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_compiled_neuron_kernel_falls_back_without_a_compiler(monkeypatch):
+    from srlib.fused import FusedLIFNode
+    from srlib.train import setup
+
+    model = srlib.create_model("spikingresformer_fmnist")
+    monkeypatch.setattr(setup, "cpp_compiler", lambda: None)
+    with pytest.warns(UserWarning, match="needs a C\\+\\+ compiler"):
+        assert setup.set_neuron_kernel(model, "fused-compiled") == "fused"
+    kernels = {m.kernel for m in model.modules() if isinstance(m, FusedLIFNode)}
+    assert kernels == {"eager"}
 
 
 def test_fp16_on_cpu_is_refused(tmp_path):
