@@ -107,6 +107,8 @@ class ResumableSampler(DistributedSampler):
         drop_last: drop the tail so that every process gets the same number of samples;
             otherwise the tail is padded with repeated indices (DistributedSampler's rule).
         with_seeds: yield ``(index, seed)`` pairs for :class:`SeededDataset`.
+        num_replicas: processes sharing the data (default: the process group's size, or 1).
+        rank: this process's shard (default: its rank in the process group, or 0).
     """
 
     def __init__(self, dataset, shuffle: bool = True, seed: int = 0, drop_last: bool = False,

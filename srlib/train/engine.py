@@ -41,7 +41,16 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Trainer:
-    """Builds a run from a :class:`TrainConfig` and trains it (``fit``)."""
+    """Builds a run from a :class:`TrainConfig` and trains it.
+
+    Construction joins the process group (under torchrun), seeds, builds the datasets and
+    loaders, the model (on its device, DDP-wrapped and compiled as asked), AdamW, the schedule
+    and the run folder, and resumes from ``config.resume`` if given. Then :meth:`fit` trains;
+    :meth:`train_step`, :meth:`evaluate` and :meth:`save` are usable on their own.
+
+    Args:
+        config: the run's recipe (see :mod:`srlib.train.config`).
+    """
 
     def __init__(self, config: TrainConfig):
         self.config = config
