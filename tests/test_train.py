@@ -239,6 +239,11 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     assert not math.isnan(metrics["train_loss"].iloc[-1])
 
 
+def test_setup_errors_give_exit_code_and_message(tmp_path, capsys):
+    assert main(["--amp", "fp16", "--device", "cpu", "--output-dir", str(tmp_path)]) == 2
+    assert "needs CUDA" in capsys.readouterr().err
+
+
 def test_missing_data_gives_exit_code_and_instructions(tmp_path, capsys):
     assert main(["--data-root", str(tmp_path / "none"), "--no-progress", "--device", "cpu",
                  "--output-dir", str(tmp_path / "runs")]) == 2

@@ -80,20 +80,27 @@ def parse_config(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
 
 
 def main(argv=None) -> int:
+    """Run the CLI; returns the exit status (2: bad setup or data, 1: non-finite loss)."""
     config, args = parse_config(argv)
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    from srlib.train.engine import NonFiniteLossError, train  # torch imports after parsing
+    from srlib.train import distributed  # torch-heavy imports only after parsing
+    from srlib.train.engine import NonFiniteLossError, Trainer
 
     try:
-        train(config)
-    except NonFiniteLossError as error:
-        print(f"[srlib.train] {error}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as error:
-        print(f"[srlib.train] {error}", file=sys.stderr)
-        return 2
+        try:  # setup errors (data, devices, checkpoints) get a message, not a traceback
+            trainer = Trainer(config)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"[srlib.train] {error}", file=sys.stderr)
+            return 2
+        try:
+            trainer.fit()
+        except NonFiniteLossError as error:
+            print(f"[srlib.train] {error}", file=sys.stderr)
+            return 1
+    finally:
+        distributed.cleanup()
     return 0
 
 
