@@ -239,6 +239,23 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     assert not math.isnan(metrics["train_loss"].iloc[-1])
 
 
+def test_multithreaded_cpu_runs_restart_with_passive_openmp(monkeypatch):
+    from srlib.train import __main__ as cli
+
+    calls = []
+    monkeypatch.setattr(cli.os, "execve", lambda *args: calls.append(args))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    cli._restart_with_passive_openmp(make_config({"threads": 1, "device": "cpu"}))
+    assert calls == []  # one thread: nothing to wait for
+    cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
+    assert len(calls) == 1 and calls[0][2]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert calls[0][1][1:3] == ["-m", "srlib.train"]
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
+    cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
+    assert len(calls) == 1
+
+
 def test_setup_errors_give_exit_code_and_message(tmp_path, capsys):
     assert main(["--amp", "fp16", "--device", "cpu", "--output-dir", str(tmp_path)]) == 2
     assert "needs CUDA" in capsys.readouterr().err
