@@ -119,16 +119,17 @@ def build(args, options: dict, device: torch.device):
 
 
 def make_step(task: str, model, optimizer, images, labels, options: dict, device):
-    """A closure running one training step or one inference pass."""
+    """A closure running one training step or one inference pass; ``step(counter)`` runs the
+    forward pass under ``counter`` (a FlopCounterMode)."""
 
     def autocast():
         if options["bf16"]:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step():
+    def train_step(counter=None):
         model.train()
-        with autocast():
+        with autocast(), counter or contextlib.nullcontext():
             logits = model(images).mean(0)  # [B, K], mean over T
             loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -136,9 +137,9 @@ def make_step(task: str, model, optimizer, images, labels, options: dict, device
         optimizer.step()
 
     @torch.inference_mode()
-    def infer_step():
+    def infer_step(counter=None):
         model.eval()
-        with autocast():
+        with autocast(), counter or contextlib.nullcontext():
             model(images)
 
     return train_step if task == "train" else infer_step
@@ -165,20 +166,21 @@ def worker(args) -> dict:
         step = make_step(task, model, optimizer, images, labels, options, device)
         record = dict(wall=[], cpu=[])
         start = time.perf_counter()
-        if options["compile"] or options["kernel"] == "fused-compiled":
-            step()  # compile first: under counting hooks and modes it would compile other code
+        # compile first (under counting hooks and modes it would compile other code); a
+        # compiled model compiles twice: neuron states are floats before the first call and
+        # tensors afterwards, and SpikingJelly's reset() branches on that
+        for _ in range(2 if options["compile"] else int(options["kernel"] == "fused-compiled")):
+            step()
         if not options["compile"]:  # a warm-up call that also counts FLOPs and saved bytes
             counter = FlopCounterMode(display=False)
-
-            def counted_step():
-                with counter:
-                    step()
-
             if task == "train" and device.type == "cpu":
-                record["saved_mb"] = saved_activation_bytes(model, counted_step) / 2**20
+                record["saved_mb"] = saved_activation_bytes(model, lambda: step(counter)) / 2**20
             else:
-                counted_step()
-            record["flops"] = counter.get_total_flops()
+                step(counter)
+            # forward FLOPs; a training step counts 3x (forward, input and weight gradients):
+            # FlopCounterMode's own backward count is wrong for grouped convolutions in torch
+            # 2.14 (5x forward instead of 2x with 4 groups), and GWFFN's conv is grouped
+            record["flops"] = counter.get_total_flops() * (3 if task == "train" else 1)
         synchronize(device)
         record["warmup_s"] = time.perf_counter() - start
         if device.type == "cuda":
@@ -303,9 +305,9 @@ def write_results(rows: list[dict], machine: dict, name: str, notes: str) -> Pat
               "process, rounds in alternating order); cpu_s_per_step: process CPU time, all "
               "threads; warmup_s: first calls (compile included); saved_mb: bytes autograd keeps "
               "for backward (srlib.memory.saved_activation_bytes); rss_peak_mb: peak resident "
-              "set minus that after building; mfu_pct: model FLOPs (convolutions and matmuls, "
-              "FlopCounterMode) per second over the device's dense peak (PEAK_FLOPS in "
-              "bench.py).", ""]
+              "set minus that after building; gflop_per_step: forward convolutions and matmuls "
+              "(FlopCounterMode), x3 for a training step; mfu_pct: those FLOPs per second over "
+              "the device's dense peak (PEAK_FLOPS in bench.py).", ""]
     md_path = RESULTS_DIR / f"{name}.md"
     tmp = md_path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))

@@ -38,7 +38,7 @@ def lif_forward_eager(x_seq, v, tau, v_threshold, v_reset, decay_input, keep_h=T
     """Forward pass with in-place ops: returns ``(spikes [T, ...], h_seq [T, ...], v_last)``
     (``h_seq`` is ``None`` unless ``keep_h``)."""
     T = x_seq.shape[0]
-    spikes = torch.empty_like(x_seq)  # [T, ...] (keeps a channels-last layout)
+    spikes = torch.empty_like(x_seq)  # [T, ...]
     h_seq = torch.empty_like(spikes) if keep_h else None  # [T, ...] charged potential
     scratch = None if keep_h else torch.empty_like(x_seq[0])  # [...] reused every step
     for t in range(T):
@@ -128,6 +128,45 @@ def _kernels(kernel: str):
     return _compiled["forward"], _compiled["backward"]
 
 
+def _time_major_order(x: torch.Tensor) -> tuple[int, ...]:
+    """Dims of ``x`` [T, ...] from outermost to innermost in memory (time first), so that
+    ``x.permute(order)`` is contiguous for any dense layout (channels-last included)."""
+    return (0, *sorted(range(1, x.dim()), key=lambda dim: -x.stride(dim)))
+
+
+def _flatten(x: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``[T, ...]`` in any layout -> ``[T, N]`` (a view when dense in ``order``, else a copy).
+
+    Detached: a compiled kernel would otherwise guard on (and recompile for) the sizes and
+    strides of the tensor it is a view of; gradients are the autograd Function's business.
+    """
+    return x.detach().permute(order).reshape(x.shape[0], -1).detach()
+
+
+def _unflatten(flat: torch.Tensor, order: tuple[int, ...], shape) -> torch.Tensor:
+    """Inverse of :func:`_flatten`: ``[T, N]`` (or ``[N]`` with ``order`` of the step) back to
+    ``shape``, with the memory layout the input had."""
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return flat.view([shape[dim] for dim in order]).permute(inverse)
+
+
+def lif_forward(x_seq, v_init, tau, v_threshold, v_reset, decay_input, kernel, keep_h=True):
+    """Run the ``kernel`` forward on ``x_seq [T, ...]`` in any dense layout.
+
+    Returns ``(spikes [T, ...], v_last [...], h_seq [T, N] or None, order)``; the kernels see
+    ``[T, N]``, so every layout (channels-last too) is one contiguous view and a compiled
+    kernel compiles one graph.
+    """
+    forward, _ = _kernels(kernel)
+    order = _time_major_order(x_seq)
+    v_flat = v_init if isinstance(v_init, float) else _flatten(v_init[None], order)[0]  # [N]
+    spikes, h_seq, v_last = forward(_flatten(x_seq, order), v_flat, tau, v_threshold, v_reset,
+                                    decay_input, keep_h=keep_h)  # [T, N], [T, N], [N]
+    step_order = tuple(dim - 1 for dim in order[1:])
+    return (_unflatten(spikes, order, x_seq.shape),
+            _unflatten(v_last, step_order, x_seq.shape[1:]), h_seq, order)
+
+
 class FusedLIFFunction(torch.autograd.Function):
     """Multi-step hard-reset LIF with ATan surrogate and detached reset, ``x_seq: [T, ...]``.
 
@@ -138,24 +177,29 @@ class FusedLIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, v_init, tau, v_threshold, v_reset, alpha, decay_input, kernel):
-        forward, _ = _kernels(kernel)
-        spikes, h_seq, v_last = forward(x_seq, v_init, tau, v_threshold, v_reset, decay_input)
-        ctx.save_for_backward(h_seq)
-        ctx.constants = (tau, v_threshold, alpha, decay_input, kernel)
+        spikes, v_last, h_seq, order = lif_forward(x_seq, v_init, tau, v_threshold, v_reset,
+                                                   decay_input, kernel)
+        ctx.save_for_backward(h_seq)  # [T, N]
+        ctx.constants = (tau, v_threshold, alpha, decay_input, kernel, order, x_seq.shape)
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
-        (h_seq,) = ctx.saved_tensors
-        tau, v_threshold, alpha, decay_input, kernel = ctx.constants
-        if grad_spikes is None:
-            grad_spikes = torch.zeros_like(h_seq)
+        (h_seq,) = ctx.saved_tensors  # [T, N]
+        tau, v_threshold, alpha, decay_input, kernel, order, shape = ctx.constants
+        step_order = tuple(dim - 1 for dim in order[1:])
+        grad_spikes = (torch.zeros_like(h_seq) if grad_spikes is None
+                       else _flatten(grad_spikes, order))  # [T, N] (a copy if laid out apart)
+        if grad_v_last is not None:
+            grad_v_last = _flatten(grad_v_last[None], order)[0]  # [N]
         _, backward = _kernels(kernel)
         grad_x, grad_v_init = backward(grad_spikes, grad_v_last, h_seq, tau, v_threshold, alpha,
                                        decay_input)
-        if not ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and grad_v_init is not None:
+            grad_v_init = _unflatten(grad_v_init, step_order, shape[1:])
+        else:
             grad_v_init = None
-        return grad_x, grad_v_init, None, None, None, None, None, None
+        return _unflatten(grad_x, order, shape), grad_v_init, None, None, None, None, None, None
 
 
 def fused_lif_supported(node: neuron.LIFNode, x_seq: torch.Tensor) -> bool:
@@ -195,9 +239,9 @@ class FusedLIFNode(neuron.LIFNode):
                                                self.v_reset, float(self.surrogate_function.alpha),
                                                self.decay_input, self.kernel)
         else:  # no graph: nothing to keep (the compiled kernel keeps H: no second compile)
-            forward, _ = _kernels(self.kernel)
-            spikes, _, v = forward(x_seq, v, self.tau, self.v_threshold, self.v_reset,
-                                   self.decay_input, keep_h=self.kernel == "compiled")
+            spikes, v, _, _ = lif_forward(x_seq, v, self.tau, self.v_threshold, self.v_reset,
+                                          self.decay_input, self.kernel,
+                                          keep_h=self.kernel == "compiled")
         self._memories["v"] = v
         self.v_seq = None
         return spikes

@@ -70,6 +70,19 @@ def test_fused_lif_matches_closed_form_oracle():
     torch.testing.assert_close(grad_x, x_oracle.grad, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_fused_lif_keeps_a_channels_last_layout(kernel):
+    """[T, B, C, H, W] with NHWC steps: same values as SpikingJelly, same strides as the input."""
+    x = lif_input(torch.float32, (3, 2, 5, 4, 6))
+    x_nhwc = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+    grad = torch.randn_like(x)
+    want = run_neuron(sj_lif(), x, grad)
+    got = run_neuron(fused_lif(kernel=kernel), x_nhwc, grad)
+    assert torch.equal(got[0], want[0]) and got[0].stride() == x_nhwc.stride()
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-7)
+    assert torch.equal(got[2], want[2])
+
+
 def test_fused_lif_without_graph_keeps_nothing():
     x = lif_input(torch.float32)
     with torch.no_grad():
@@ -127,7 +140,7 @@ def test_fused_function_saves_one_tensor():
     x = lif_input(torch.float32).requires_grad_()
     spikes, _ = FusedLIFFunction.apply(x, 0.0, 2.0, 1.0, 0.0, 2.0, True, "eager")
     saved = spikes.grad_fn.saved_tensors
-    assert len(saved) == 1 and saved[0].shape == x.shape
+    assert len(saved) == 1 and saved[0].shape == (x.shape[0], x[0].numel())  # H as [T, N]
 
 
 @pytest.mark.slow
