@@ -12,15 +12,6 @@ from srlib.neurons import is_spiking_neuron
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than two that spin-wait on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_resformer(T=2):
     """SpikingResformer with the CIFAR stem, narrow and small enough for 16 px tests."""
     return srlib.create_model("spikingresformer_cifar", widths=(16, 32, 64), num_heads=(1, 2, 2),

@@ -15,15 +15,6 @@ from srlib.layers import SpikingMatmul
 from srlib.neurons import is_spiking_neuron, lif, reset_states
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than two that spin-wait on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def spikes(*shape, rate=0.3):
     return (torch.rand(*shape) < rate).float()
 

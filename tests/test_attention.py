@@ -12,16 +12,6 @@ from srlib.neurons import is_spiking_neuron, reset_states
 KINDS = sorted(ATTENTIONS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread wake-ups that cost more than the
-    work (50x slower batch norm on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize_bn(module, weight=(1.5, 3.0), bias=(0.0, 1.0)):
     """BN affine drawn away from (1, 0) so that the neurons fire often enough to test them."""
     with torch.no_grad():

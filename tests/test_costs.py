@@ -15,16 +15,6 @@ T, B = 2, 3
 SIZES = [(4, 4, 2), (8, 4, 4), (8, 12, 2)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread wake-ups that cost more than the
-    work (50x slower batch norm on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hook_macs(module, x):
     """MACs per step and image from the actual shapes seen by forward hooks."""
     counts = {}

@@ -14,16 +14,6 @@ PUBLISHED_PARAMS_M = {"spikformer_8_384": 16.81, "spikformer_6_512": 23.37,
                       "spikformer_8_768": 66.34, "spikformer_cifar_4_384": 9.32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread wake-ups that cost more than the
-    work (50x slower batch norm on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def analytic_params(config) -> int:
     """Parameter count from the architecture description, written out layer by layer."""
     D, hidden, C = config.embed_dim, config.embed_dim * config.mlp_ratio, config.in_channels

@@ -27,6 +27,7 @@ from torch import nn
 
 from srlib.attention import SSA
 from srlib.layers import BN, conv3x3
+from srlib.models._common import to_time_major
 from srlib.neurons import create_neuron, reset_states
 
 STEM_POOLS = {  # after which of the four SPS convs a 3x3/2 max-pool follows
@@ -172,16 +173,7 @@ class Spikformer(nn.Module):
     def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
         """Check the input and return it as ``[T, B, C, H, W]`` (repeating a static image)."""
         config = self.config
-        expected = (f"[B, {config.in_channels}, H, W] or [T, B, {config.in_channels}, H, W] "
-                    f"with H and W multiples of {config.size_divisor}")
-        if x.dim() not in (4, 5):
-            raise ValueError(f"expected input {expected}, got shape {tuple(x.shape)}")
-        C, H, W = x.shape[-3:]
-        if C != config.in_channels or H % config.size_divisor or W % config.size_divisor:
-            raise ValueError(f"expected input {expected}, got shape {tuple(x.shape)}")
-        if x.dim() == 4:
-            x = x.unsqueeze(0).repeat(config.T, 1, 1, 1, 1)  # [T, B, C, H, W]
-        return x
+        return to_time_major(x, config.in_channels, config.size_divisor, config.T)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and blocks: ``[T, B, D, H/s, W/s]``, sums of spikes."""
