@@ -26,7 +26,7 @@ import torch
 from spikingjelly.activation_based import layer
 from torch import nn
 
-from srlib.layers import BN, SpikingMatmul, conv1x1, patch_conv
+from srlib.layers import BN, SpikingMatmul, conv1x1, is_channels_last, patch_conv
 from srlib.neurons import create_neuron
 
 FIRING_RATE_MOMENTUM = 0.999  # running-average momentum of r_x and r_attn (authors' code)
@@ -37,6 +37,16 @@ SSA_ATTN_THRESHOLD = 0.5  # threshold of the neuron after Q K^T V (Spikformer's 
 def _pointwise(in_channels: int, out_channels: int, bias: bool) -> nn.Module:
     """1x1 convolution (a per-token linear layer), multi-step, with or without bias."""
     return layer.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias, step_mode="m")
+
+
+def heads_to_channels(out: torch.Tensor, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
+    """``[T, B, h, d, HW]`` -> ``[T, B, h*d, H, W]``, laid out like ``like`` (channels-last
+    stays channels-last: ``srlib.perf.to_channels_last``; otherwise a view where possible)."""
+    T, B, h, d, _ = out.shape
+    if is_channels_last(like):
+        out = out.permute(0, 1, 4, 2, 3).contiguous()  # [T, B, HW, h, d] in memory
+        return out.view(T, B, H, W, h * d).permute(0, 1, 4, 2, 3)
+    return out.reshape(T, B, h * d, H, W)
 
 
 class Matmul(nn.Module):
@@ -126,7 +136,7 @@ class DSSA(nn.Module):
         attn = self.activation_attn(attn)  # spikes
         scale2 = self._scale(self.firing_rate_attn, attn, N_kv)
         out = self.matmul2(y2, attn) * scale2  # [T, B, h, d, HW]
-        out = self.activation_out(out.reshape(T, B, C, H, W))  # heads back into channels
+        out = self.activation_out(heads_to_channels(out, H, W, like=x))  # [T, B, C, H, W]
         out = self.norm_proj(self.Wproj(out)) + x  # [T, B, C, H, W]
         return (out, attn) if return_attention else out
 

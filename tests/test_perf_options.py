@@ -12,9 +12,10 @@ from spikingjelly.activation_based import neuron, surrogate
 import srlib
 from oracles import lif_loop
 from srlib.fused import FusedLIFFunction, FusedLIFNode
+from srlib.layers import ChannelsLastGrad, SpikingMatmul, is_channels_last
 from srlib.memory import (checkpoint_blocks, is_checkpointed, saved_activation_bytes,
                           uncheckpoint_blocks)
-from srlib.neurons import ReferenceLIF, is_spiking_neuron
+from srlib.neurons import ReferenceLIF, is_spiking_neuron, reset_states
 from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, set_neuron_kernel,
                         to_channels_last, tune_cpu_allocator)
 
@@ -251,6 +252,51 @@ def test_channels_last_keeps_results():
     conv = nhwc.layers[0][1].up[1]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert_same_training(train_twice(nhwc, x), train_twice(plain, x))
+
+
+def test_channels_last_stream_stays_channels_last_with_the_same_results():
+    """A channels-last model fed a channels-last image keeps every activation NHWC (no layout
+    copies between layers); outputs, attention maps, gradients and buffers equal NCHW's.
+    (32 x 32: no feature map is 1 x 1, where both layouts coincide.)"""
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
+    plain = tiny_model()
+    nhwc = to_channels_last(copy.deepcopy(plain))
+    layouts = []
+    for module in nhwc.modules():  # all but the stem's conv, which sees the repeated image
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d)) \
+                and module is not nhwc.prologue[0]:
+            module.register_forward_pre_hook(
+                lambda m, args: layouts.append(is_channels_last(args[0])))
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert_same_training(train_twice(nhwc, x_nhwc), train_twice(plain, x))
+    assert len(layouts) > 20 and all(layouts)
+    plain.eval(), nhwc.eval()
+    reset_states(plain), reset_states(nhwc)  # (neuron states keep the layout they were made in)
+    attention = nhwc.layers[1][1]
+    s = torch.randn(2, 2, 32, 8, 8, dtype=torch.float64) * 3
+    s_nhwc = s.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (2, 2))
+    out, attn = attention(s_nhwc, return_attention=True)
+    out_ref, attn_ref = plain.layers[1][1](s, return_attention=True)
+    assert is_channels_last(out) and torch.equal(attn, attn_ref)
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_spiking_matmul_with_a_column_major_operand():
+    """The transposed product for a column-major right operand: same numbers, layout kept."""
+    left, spikes = torch.randn(3, 5, 4), (torch.rand(3, 7, 4) < 0.3).float()
+    right = spikes.mT  # [3, 4, 7], column-major
+    result = SpikingMatmul("right")(left, right)  # [3, 5, 7]
+    torch.testing.assert_close(result, left @ right.contiguous(), rtol=1e-6, atol=1e-6)
+    assert result.stride(-2) == 1  # the result is column-major too
+
+
+def test_channels_last_grad_hands_on_nhwc_gradients():
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = ChannelsLastGrad.apply(x)
+    grad = torch.randn(2, 3, 4, 5)  # plain layout
+    y.backward(grad)
+    assert torch.equal(x.grad, grad)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_apply_perf_options_and_validation():

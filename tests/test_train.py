@@ -98,6 +98,33 @@ def test_one_step_changes_weights_and_lowers_the_loss(tmp_path):
     assert result["count"] == 16 and 0 <= result["correct"] <= 16
 
 
+@pytest.mark.parametrize("kernel", ["spikingjelly", "fused"])
+def test_channels_last_training_step_matches_the_plain_one(tmp_path, kernel):
+    """--channels_last: same loss and weights after a step as NCHW, the stream in NHWC."""
+    results = []
+    for channels_last in (False, True):
+        trainer = Trainer(tiny_config(tmp_path / str(channels_last), neuron_kernel=kernel,
+                                      channels_last=channels_last))
+        trainer.train_loader.sampler.set_epoch(0)
+        images, labels = next(iter(trainer.train_loader))
+        inputs = []
+        hook = trainer.model.layers[0][-1].down[1].register_forward_pre_hook(
+            lambda module, args: inputs.append(args[0]))
+        result = trainer.train_step(images, labels)
+        hook.remove()
+        assert srlib.layers.is_channels_last(inputs[0]) == channels_last
+        grads = {name: p.grad for name, p in trainer.model.named_parameters()}
+        results.append((result["loss"], grads, trainer.model.state_dict()))
+    (loss_plain, grads_plain, state_plain), (loss_nhwc, grads_nhwc, state_nhwc) = results
+    assert loss_nhwc == pytest.approx(loss_plain, rel=1e-6)
+    for name, grad in grads_plain.items():  # (AdamW's steps would magnify rounding of ~0 grads)
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(grads_nhwc[name], grad, rtol=1e-3, atol=1e-4 * scale)
+    for key, value in state_plain.items():  # BN running statistics, DSSA firing rates
+        if "running" in key or "firing_rate" in key:
+            torch.testing.assert_close(state_nhwc[key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_bf16_autocast_tet_loss_and_clipping_on_cpu(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, amp="bf16", loss="tet", clip_grad=0.01, mixup=0.5))
     trainer.model.train()

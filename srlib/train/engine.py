@@ -12,6 +12,7 @@ everything needed to resume bit for bit.
 
 import contextlib
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
+from srlib import perf
 from srlib.checkpoint import load_checkpoint
 from srlib.data import build_loader, dataset_info, mixup_cutmix
 from srlib.train import checkpointing, distributed
@@ -34,6 +36,13 @@ from srlib.train.setup import build_datasets, build_model, seed_everything, set_
 _RESUME_FREE = {"resume", "progress", "tensorboard", "plots", "log_every", "workers", "device",
                 "checkpoint_every", "eval_batch_size", "compile"}
 RATE_IMAGES = 512  # test images for the per-layer firing-rate table at the end of a run
+
+
+def _bar_interval() -> dict:
+    """tqdm refresh settings: live on a terminal or in Jupyter; every 30 s into a log file or a
+    cluster job's output, so that a long run's log holds lines, not one line per step."""
+    live = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return {} if live else {"mininterval": 30.0}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,8 +118,8 @@ class Trainer:
         self.model = build_model(config, self.device)  # the plain module: state dicts, eval
         if config.neuron_kernel != "spikingjelly" and self.device.type == "cpu":
             set_neuron_kernel(self.model, config.neuron_kernel)  # CUDA has its own kernels
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        if config.channels_last:  # (model.to(memory_format=...) fails on DSSA's 5-d buffers)
+            perf.to_channels_last(self.model)
         if config.sync_bn and self.context.enabled:
             if self.device.type != "cuda":
                 raise ValueError("sync_bn needs CUDA processes (NCCL); gloo on CPU has no "
@@ -133,6 +142,9 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         if self.config.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
+        elif self.config.channels_last and images.dim() == 5:  # [T, B, C, H, W] per step
+            images = images.flatten(0, 1).contiguous(
+                memory_format=torch.channels_last).unflatten(0, images.shape[:2])
         return images, labels.to(self.device, non_blocking=True)
 
     def _mix(self, images: torch.Tensor, labels: torch.Tensor):
@@ -184,7 +196,8 @@ class Trainer:
         self.train_loader.sampler.set_epoch(epoch, start=self.epoch_step * config.batch_size)
         bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, unit="step",
                    desc=f"epoch {epoch + 1}/{config.epochs}", dynamic_ncols=True,
-                   disable=not (config.progress and self.context.is_main), leave=False)
+                   disable=not (config.progress and self.context.is_main), leave=False,
+                   **_bar_interval())
         start, images_seen = time.perf_counter(), 0
         for images, labels in self.train_loader:
             result = self.train_step(images, labels)
@@ -223,7 +236,8 @@ class Trainer:
         self.model.eval()
         totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, top-1, top-5, count
         for images, labels in tqdm(loader, desc="test", unit="batch", leave=False,
-                                   disable=not (self.config.progress and self.context.is_main)):
+                                   disable=not (self.config.progress and self.context.is_main),
+                                   **_bar_interval()):
             images, labels = self._to_device(images, labels)
             with self._autocast():
                 logits = self.eval_network(images).float().mean(0)  # [B, K]
