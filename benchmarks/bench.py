@@ -4,6 +4,7 @@ A mode is a ``+``-joined list of options applied to a freshly built model (same 
 
     spikingjelly | fused | fused-compiled | reference   LIF kernel (srlib.perf.NEURON_KERNELS)
     compile        torch.compile the whole model          channels_last  NHWC convolutions
+    stem_once      the stem once per image, not T times   (srlib.perf.set_stem_once)
     bf16           bf16 autocast                          checkpoint     srlib.memory per block
     alloc          srlib.perf.tune_cpu_allocator()        threads1       one intra-op thread
 
@@ -43,10 +44,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import srlib
 from srlib.memory import checkpoint_blocks, saved_activation_bytes
-from srlib.perf import NEURON_KERNELS, set_neuron_kernel, to_channels_last, tune_cpu_allocator
+from srlib.perf import (NEURON_KERNELS, set_neuron_kernel, set_stem_once, to_channels_last,
+                        tune_cpu_allocator)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FLAGS = ("compile", "channels_last", "bf16", "checkpoint", "alloc", "threads1")
+FLAGS = ("compile", "channels_last", "stem_once", "bf16", "checkpoint", "alloc", "threads1")
 # Dense peak throughput (FLOP/s) for model-FLOPs utilisation, from the vendors' spec sheets.
 PEAK_FLOPS = {
     ("H200", "bf16"): 989.4e12,  # H200 SXM, bf16 tensor cores, dense (1979 is with sparsity)
@@ -103,6 +105,8 @@ def build(args, options: dict, device: torch.device):
     model.to(device=device, dtype=getattr(torch, args.dtype))
     if options["channels_last"]:
         to_channels_last(model)
+    if options["stem_once"]:
+        set_stem_once(model)
     if options["checkpoint"]:
         checkpoint_blocks(model)
     if options["compile"]:

@@ -43,7 +43,8 @@ tail -5 "$OUT/cuda_tests.txt" | tee -a "$OUT/gpu_check.log"
 for model in ti s; do
     log "benchmark spikingresformer_$model"
     timeout 170 python3 benchmarks/bench.py --device cuda --model "spikingresformer_$model" \
-        --img-size 224 --T 4 --batch 64 --modes bf16,bf16+compile --tasks train --reps 5 \
+        --img-size 224 --T 4 --batch 64 --modes bf16,bf16+channels_last+stem_once,bf16+compile \
+        --tasks train --reps 5 \
         --name "gpu_${model}224_b64_bf16" \
         --notes "CUDA, bf16 autocast; SpikingJelly's CUDA LIF kernels (srlib's fused LIF defers \
 to them on CUDA); MFU against 989.4 TFLOP/s dense bf16." >> "$OUT/gpu_check.log" 2>&1

@@ -75,6 +75,41 @@ class BN(nn.Module):
             y = ChannelsLastGrad.apply(y)
         return y.unflatten(0, (T, B))  # [T, B, C, H, W]
 
+    def forward_repeated(self, x: torch.Tensor, repeats: int) -> torch.Tensor:
+        """What ``forward`` gives for ``x`` repeated ``repeats`` times along T, computed once.
+
+        Batch statistics of identical copies equal those of one copy, so normalising ``x``
+        alone is the same map; only the running variance's unbiased correction
+        ``n / (n - 1)`` depends on the count ``n``, and it is applied here for the repeated
+        count, as batch norm would. For a static image's analog stem (``srlib.perf``).
+        """
+        bn = self.bn
+        if not (bn.training and bn.track_running_stats) or repeats == 1:
+            return self(x)
+        if x.dim() != 5:
+            raise ValueError(f"BN expects [T, B, C, H, W], got shape {tuple(x.shape)}")
+        x4 = x.flatten(0, 1)  # [T*B, C, H, W]
+        y = nn.functional.batch_norm(x4, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = (1.0 / bn.num_batches_tracked.item() if bn.momentum is None
+                        else bn.momentum)
+            var, mean = torch.var_mean(x4, dim=(0, 2, 3), correction=0)
+            count = repeats * x4.numel() // x4.shape[1]
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+            bn.running_var.lerp_((var * count / (count - 1)).to(bn.running_var.dtype), momentum)
+        if y.requires_grad and is_channels_last(y):
+            y = ChannelsLastGrad.apply(y)
+        return y.unflatten(0, x.shape[:2])
+
+
+def repeat_steps(x: torch.Tensor, T: int) -> torch.Tensor:
+    """``[1, B, C, H, W]`` -> ``[T, B, C, H, W]`` (copies, in the layout of ``x``)."""
+    if is_channels_last(x):
+        nhwc = x[0].permute(0, 2, 3, 1).repeat(T, 1, 1, 1)  # [T*B, H, W, C]
+        return nhwc.permute(0, 3, 1, 2).unflatten(0, (T, x.shape[1]))
+    return x.expand(T, *x.shape[1:]).contiguous()
+
 
 class SpikingMatmul(nn.Module):
     """``left @ right`` where one operand is binary spikes: a marker for SOP accounting.

@@ -135,6 +135,22 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def set_stem_once(model: nn.Module, enable: bool = True) -> nn.Module:
+    """Run a SpikingResformer's analog stem once per static image instead of T times.
+
+    With direct encoding the stem (conv, BN, max-pool: no neuron) sees the same image at every
+    step, so its T outputs are equal: computing one and repeating it gives the same
+    activations, gradients and BN running statistics (the unbiased running-variance
+    correction uses the repeated count, as before). Sequence inputs ``[T, B, ...]`` (event
+    data) still run every step. Analysis hooks on the stem then see one step, not T.
+    """
+    if not hasattr(model, "stem_once"):
+        raise ValueError(f"{type(model).__name__} has no static analog stem to run once "
+                         "(only SpikingResformer has; Spikformer's stem holds neurons)")
+    model.stem_once = enable
+    return model
+
+
 @dataclasses.dataclass(frozen=True)
 class PerfOptions:
     """Speed and memory options; defaults are the fastest ones that need no compiler."""
@@ -142,6 +158,7 @@ class PerfOptions:
     neuron_kernel: str = "fused"  # see NEURON_KERNELS
     channels_last: bool = False  # NHWC convolutions (model weights; activations follow)
     compile: bool = False  # torch.compile the whole model (in place: state-dict keys unchanged)
+    stem_once: bool = False  # run the stem once per static image, not T times (SpikingResformer)
     checkpoint: bool = False  # recompute each block in backward (srlib.memory), less memory
     tune_allocator: bool = True  # tune_cpu_allocator() when the model is on the CPU
 
@@ -162,6 +179,8 @@ def apply_perf_options(model: nn.Module, options: PerfOptions = PerfOptions()) -
         tune_cpu_allocator(True)
     if options.channels_last:
         to_channels_last(model)
+    if options.stem_once:
+        set_stem_once(model)
     if options.checkpoint:
         from srlib.memory import checkpoint_blocks
         checkpoint_blocks(model)
@@ -170,5 +189,5 @@ def apply_perf_options(model: nn.Module, options: PerfOptions = PerfOptions()) -
     return model
 
 
-__all__ = ["NEURON_KERNELS", "PerfOptions", "apply_perf_options",
-           "set_neuron_kernel", "to_channels_last", "tune_cpu_allocator"]
+__all__ = ["NEURON_KERNELS", "PerfOptions", "apply_perf_options", "set_neuron_kernel",
+           "set_stem_once", "to_channels_last", "tune_cpu_allocator"]

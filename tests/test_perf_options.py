@@ -17,7 +17,7 @@ from srlib.memory import (checkpoint_blocks, is_checkpointed, saved_activation_b
                           uncheckpoint_blocks)
 from srlib.neurons import ReferenceLIF, is_spiking_neuron, reset_states
 from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, set_neuron_kernel,
-                        to_channels_last, tune_cpu_allocator)
+                        set_stem_once, to_channels_last, tune_cpu_allocator)
 
 TINY = dict(widths=(16, 32, 64), depths=(1, 1, 1), num_heads=(1, 2, 4), group_size=16, T=2,
             img_size=16)
@@ -297,6 +297,33 @@ def test_channels_last_grad_hands_on_nhwc_gradients():
     y.backward(grad)
     assert torch.equal(x.grad, grad)
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("variant", ["spikingresformer_ti", "spikingresformer_cifar"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_stem_once_keeps_results_and_running_statistics(variant, channels_last):
+    """Both stems (conv-BN-maxpool and conv-BN) run once for a static image: outputs,
+    gradients, BN running statistics (unbiased over the T copies) and DSSA rates as before."""
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
+    torch.manual_seed(0)
+    plain = srlib.create_model(variant, **{**TINY, "num_classes": 10}).double()
+    once = set_stem_once(copy.deepcopy(plain))
+    if channels_last:
+        to_channels_last(once)
+    seen = []
+    once.prologue[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    assert_same_training(train_twice(once, x), train_twice(plain, x))
+    assert seen == [1, 1]  # the stem conv saw one step, twice
+    plain.eval(), once.eval()
+    torch.testing.assert_close(once(x), plain(x), rtol=1e-10, atol=1e-12)
+    sequence = torch.randn(2, 2, 3, 32, 32, dtype=torch.float64)  # [T, B, ...]: every step
+    torch.testing.assert_close(once(sequence), plain(sequence), rtol=1e-10, atol=1e-12)
+    assert seen[-1] == 2
+
+
+def test_stem_once_needs_a_spikingresformer():
+    with pytest.raises(ValueError, match="no static analog stem"):
+        set_stem_once(srlib.create_model("spikformer_8_384", img_size=32, T=1))
 
 
 def test_apply_perf_options_and_validation():

@@ -100,11 +100,13 @@ def test_one_step_changes_weights_and_lowers_the_loss(tmp_path):
 
 @pytest.mark.parametrize("kernel", ["spikingjelly", "fused"])
 def test_channels_last_training_step_matches_the_plain_one(tmp_path, kernel):
-    """--channels_last: same loss and weights after a step as NCHW, the stream in NHWC."""
+    """--channels_last --stem_once: the same loss, gradients and running statistics after a
+    step as plain NCHW, with the stream in NHWC."""
     results = []
     for channels_last in (False, True):
         trainer = Trainer(tiny_config(tmp_path / str(channels_last), neuron_kernel=kernel,
-                                      channels_last=channels_last))
+                                      channels_last=channels_last, stem_once=channels_last))
+        assert trainer.model.stem_once == channels_last
         trainer.train_loader.sampler.set_epoch(0)
         images, labels = next(iter(trainer.train_loader))
         inputs = []

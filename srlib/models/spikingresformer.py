@@ -21,7 +21,7 @@ from spikingjelly.activation_based import layer
 from torch import nn
 
 from srlib.attention import create_attention
-from srlib.layers import BN, conv1x1, conv3x3
+from srlib.layers import BN, conv1x1, conv3x3, repeat_steps
 from srlib.models._common import to_time_major
 from srlib.neurons import create_neuron, reset_states
 
@@ -138,6 +138,9 @@ class SpikingResformer(nn.Module):
     def __init__(self, config: SpikingResformerConfig):
         super().__init__()
         self.config = config
+        # speed option (srlib.perf.PerfOptions.stem_once): run the analog stem once for a
+        # static image and repeat its output over T; same results, 1/T of the stem's work
+        self.stem_once = False
         self.prologue = build_stem(config)
         self.layers = nn.Sequential()
         for stage, (width, depth) in enumerate(zip(config.widths, config.depths)):
@@ -173,7 +176,15 @@ class SpikingResformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages: ``[T, B, C_last, H/s, W/s]`` real-valued features."""
         reset_states(self)
-        x = self.prologue(self.to_time_major(x))  # [T, B, C0, H/stem, W/stem]
+        if self.stem_once and x.dim() == 4:  # a static image: the stem's T steps are equal
+            self.to_time_major(x[:0])  # (checks the shape only)
+            x = x.unsqueeze(0)  # [1, B, C, H, W]
+            for module in self.prologue:
+                x = module.forward_repeated(x, self.config.T) if isinstance(module, BN) \
+                    else module(x)
+            x = repeat_steps(x, self.config.T)  # [T, B, C0, H/stem, W/stem]
+        else:
+            x = self.prologue(self.to_time_major(x))  # [T, B, C0, H/stem, W/stem]
         return self.layers(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:

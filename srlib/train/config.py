@@ -71,6 +71,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (compiles on the first steps)
     neuron_kernel: str = "spikingjelly"  # CPU LIF kernel: "fused" / "fused-compiled" (srlib.perf)
     channels_last: bool = False  # NHWC memory format for the convolutions
+    stem_once: bool = False  # run the stem once per static image, not T times (same results)
     # checkpoints and feedback
     checkpoint_every: int = 0  # also save last.pth every this many steps (0: epoch ends only)
     eval_every: int = 1  # evaluate every this many epochs (and always after the last)

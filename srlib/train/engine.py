@@ -120,6 +120,8 @@ class Trainer:
             set_neuron_kernel(self.model, config.neuron_kernel)  # CUDA has its own kernels
         if config.channels_last:  # (model.to(memory_format=...) fails on DSSA's 5-d buffers)
             perf.to_channels_last(self.model)
+        if config.stem_once:
+            perf.set_stem_once(self.model)
         if config.sync_bn and self.context.enabled:
             if self.device.type != "cuda":
                 raise ValueError("sync_bn needs CUDA processes (NCCL); gloo on CPU has no "
