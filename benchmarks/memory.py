@@ -25,18 +25,19 @@ import torch.nn.functional as F
 
 import srlib
 from srlib.memory import checkpoint_blocks, saved_activation_bytes
-from srlib.perf import set_neuron_kernel
+from srlib.perf import set_neuron_kernel, set_stem_once
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-MODES = {"spikingjelly": ("spikingjelly", False), "fused": ("fused", False),
-         "fused+checkpoint": ("fused", True)}
+MODES = {"spikingjelly": ("spikingjelly", False, False), "fused": ("fused", False, False),
+         "fused+stem_once": ("fused", False, True), "fused+checkpoint": ("fused", True, False)}
 
 
 def activation_mb(name: str, mode: str, batch: int, img_size: int, T: int) -> float:
-    kernel, checkpoint = MODES[mode]
+    kernel, checkpoint, stem_once = MODES[mode]
     torch.manual_seed(0)
     model = srlib.create_model(name, img_size=img_size, T=T)
     set_neuron_kernel(model, kernel)
+    set_stem_once(model, stem_once)
     if checkpoint:
         checkpoint_blocks(model)
     images = torch.randn(batch, 3, img_size, img_size)
