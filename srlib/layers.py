@@ -84,10 +84,12 @@ class BN(nn.Module):
         count, as batch norm would. For a static image's analog stem (``srlib.perf``).
         """
         bn = self.bn
-        if not (bn.training and bn.track_running_stats) or repeats == 1:
-            return self(x)
         if x.dim() != 5:
             raise ValueError(f"BN expects [T, B, C, H, W], got shape {tuple(x.shape)}")
+        if not (bn.training and bn.track_running_stats) or repeats == 1:
+            return self(x)  # batch statistics of one copy, or running ones: the same map
+        if type(bn) is not nn.BatchNorm2d:  # SyncBatchNorm & co.: let them see every copy
+            return self(x.expand(repeats * x.shape[0], *x.shape[1:]))[:x.shape[0]]
         x4 = x.flatten(0, 1)  # [T*B, C, H, W]
         y = nn.functional.batch_norm(x4, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
         with torch.no_grad():

@@ -321,6 +321,21 @@ def test_stem_once_keeps_results_and_running_statistics(variant, channels_last):
     assert seen[-1] == 2
 
 
+def test_stem_once_lets_other_batch_norms_see_every_copy():
+    """A batch-norm subclass (e.g. SyncBatchNorm) runs on all T copies; same results."""
+    class OtherBN(torch.nn.BatchNorm2d):
+        pass
+
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
+    torch.manual_seed(0)
+    plain = srlib.create_model("spikingresformer_ti", **{**TINY, "num_classes": 10}).double()
+    once = set_stem_once(copy.deepcopy(plain))
+    bn = once.prologue[1].bn
+    once.prologue[1].bn = OtherBN(bn.num_features).double()
+    once.prologue[1].bn.load_state_dict(bn.state_dict())
+    assert_same_training(train_twice(once, x), train_twice(plain, x))
+
+
 def test_stem_once_needs_a_spikingresformer():
     with pytest.raises(ValueError, match="no static analog stem"):
         set_stem_once(srlib.create_model("spikformer_8_384", img_size=32, T=1))
