@@ -128,7 +128,7 @@ class DSSA(nn.Module):
         s = self.activation_in(x)  # [T, B, C, H, W] spikes
         y = self.norm(self.W(s))  # [T, B, 2C, H/p, W/p]
         y = y.flatten(3).unflatten(2, (h, 2 * d))  # [T, B, h, 2d, N_kv]
-        y1, y2 = y[:, :, :, :d], y[:, :, :, d:]  # [T, B, h, d, N_kv] each
+        y1, y2 = y.split(d, dim=3)  # [T, B, h, d, N_kv] each (backward: a cat, no zero-fill)
         N_kv = y.shape[-1]
         s = s.flatten(3).unflatten(2, (h, d))  # [T, B, h, d, HW]
         scale1 = self._scale(self.firing_rate_x, s, d)  # [1, 1, h, 1, 1]
