@@ -13,6 +13,7 @@ from srlib.analysis import OpCounter, calibrate, conv_sops, linear_sops, matmul_
 from srlib.analysis import profile, profile_batches
 from srlib.layers import SpikingMatmul
 from srlib.neurons import is_spiking_neuron, lif, reset_states
+from srlib.perf import set_stem_once
 
 
 def spikes(*shape, rate=0.3):
@@ -194,6 +195,19 @@ def test_op_counter_detaches_and_counts_images():
         net(torch.randn(2, 1, 2, 6, 6))
     assert counter.images == 4 and counter.image_steps == 8
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def test_stem_once_models_are_counted_every_step():
+    """A model running its stem once (srlib.perf) is profiled as defined: the stem's MACs over
+    all T steps, the same counts as without the option, and the option is back afterwards."""
+    model = tiny_resformer()
+    x = torch.rand(2, 3, 16, 16)
+    calibrate(model, x)
+    plain = profile(model, x)
+    set_stem_once(model)
+    once = profile(model, x)
+    assert model.stem_once
+    assert once.totals == plain.totals
 
 
 def sj_synops_per_layer(model, x):

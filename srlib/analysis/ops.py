@@ -171,6 +171,11 @@ class OpCounter:
 
     def attach(self) -> "OpCounter":
         if not self.hooks:
+            # a SpikingResformer running its stem once (srlib.perf.set_stem_once) would show the
+            # stem one step instead of T: count the model as it is defined, every step
+            self._stem_once = getattr(self.model, "stem_once", False)
+            if self._stem_once:
+                self.model.stem_once = False
             for name, module, role in self._modules:
                 self.hooks.append(module.register_forward_hook(self._hook(name, role)))
             self.hooks.append(self.model.register_forward_pre_hook(self._count_images))
@@ -180,6 +185,8 @@ class OpCounter:
     def detach(self) -> "OpCounter":
         for hook in self.hooks:
             hook.remove()
+        if self.hooks and self._stem_once:
+            self.model.stem_once = True
         self.hooks.clear()
         return self
 
