@@ -69,11 +69,15 @@ class BN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
             raise ValueError(f"BN expects [T, B, C, H, W], got shape {tuple(x.shape)}")
-        T, B = x.shape[:2]
-        y = self.bn(x.flatten(0, 1))  # [T*B, C, H, W]
+        return self._steps(self.bn(x.flatten(0, 1)), x.shape[:2])
+
+    @staticmethod
+    def _steps(y: torch.Tensor, steps) -> torch.Tensor:
+        """``[T*B, C, H, W]`` normalised -> ``[T, B, C, H, W]``; a channels-last ``y`` passes
+        its gradient on channels-last (:class:`ChannelsLastGrad`)."""
         if y.requires_grad and is_channels_last(y):
             y = ChannelsLastGrad.apply(y)
-        return y.unflatten(0, (T, B))  # [T, B, C, H, W]
+        return y.unflatten(0, steps)
 
     def forward_repeated(self, x: torch.Tensor, repeats: int) -> torch.Tensor:
         """What ``forward`` gives for ``x`` repeated ``repeats`` times along T, computed once.
@@ -100,9 +104,7 @@ class BN(nn.Module):
             count = repeats * x4.numel() // x4.shape[1]
             bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
             bn.running_var.lerp_((var * count / (count - 1)).to(bn.running_var.dtype), momentum)
-        if y.requires_grad and is_channels_last(y):
-            y = ChannelsLastGrad.apply(y)
-        return y.unflatten(0, x.shape[:2])
+        return self._steps(y, x.shape[:2])
 
 
 def repeat_steps(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -4,13 +4,9 @@
 import torch
 
 
-def to_time_major(x: torch.Tensor, in_channels: int, size_divisor: int, T: int) -> torch.Tensor:
-    """Check a model's input and return it as ``[T, B, C, H, W]``.
-
-    ``x`` is a static batch ``[B, C, H, W]`` (repeated ``T`` times: direct encoding) or a
-    time-major sequence ``[T, B, C, H, W]`` (returned as is); ``C`` must be ``in_channels`` and
-    H and W multiples of ``size_divisor``, else ``ValueError``.
-    """
+def check_input(x: torch.Tensor, in_channels: int, size_divisor: int) -> None:
+    """``ValueError`` unless ``x`` is ``[B, C, H, W]`` or ``[T, B, C, H, W]`` with ``C`` equal
+    to ``in_channels`` and H and W multiples of ``size_divisor``."""
     expected = (f"[B, {in_channels}, H, W] or [T, B, {in_channels}, H, W] "
                 f"with H and W multiples of {size_divisor}")
     if x.dim() not in (4, 5):
@@ -18,6 +14,14 @@ def to_time_major(x: torch.Tensor, in_channels: int, size_divisor: int, T: int) 
     C, H, W = x.shape[-3:]
     if C != in_channels or H % size_divisor or W % size_divisor:
         raise ValueError(f"expected input {expected}, got shape {tuple(x.shape)}")
+
+
+def to_time_major(x: torch.Tensor, in_channels: int, size_divisor: int, T: int) -> torch.Tensor:
+    """Check a model's input (:func:`check_input`) and return it as ``[T, B, C, H, W]``: a
+    static batch ``[B, C, H, W]`` is repeated ``T`` times (direct encoding), a time-major
+    sequence ``[T, B, C, H, W]`` is returned as is.
+    """
+    check_input(x, in_channels, size_divisor)
     if x.dim() == 4:
         x = x.unsqueeze(0).repeat(T, 1, 1, 1, 1)  # [T, B, C, H, W]
     return x

@@ -22,7 +22,7 @@ from torch import nn
 
 from srlib.attention import create_attention
 from srlib.layers import BN, conv1x1, conv3x3, repeat_steps
-from srlib.models._common import to_time_major
+from srlib.models._common import check_input, to_time_major
 from srlib.neurons import create_neuron, reset_states
 
 STEMS = ("imagenet", "small")  # 7x7/2 conv + BN + 3x3/2 max-pool, or 3x3/1 conv + BN
@@ -177,7 +177,7 @@ class SpikingResformer(nn.Module):
         """Stem and stages: ``[T, B, C_last, H/s, W/s]`` real-valued features."""
         reset_states(self)
         if self.stem_once and x.dim() == 4:  # a static image: the stem's T steps are equal
-            self.to_time_major(x[:0])  # (checks the shape only)
+            check_input(x, self.config.in_channels, self.config.size_divisor)
             x = x.unsqueeze(0)  # [1, B, C, H, W]
             for module in self.prologue:
                 x = module.forward_repeated(x, self.config.T) if isinstance(module, BN) \
