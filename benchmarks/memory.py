@@ -25,20 +25,25 @@ import torch.nn.functional as F
 
 import srlib
 from srlib.memory import checkpoint_blocks, saved_activation_bytes
+from bench import parse_mode  # benchmarks/bench.py: the same mode syntax
 from srlib.perf import set_neuron_kernel, set_stem_once
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-MODES = {"spikingjelly": ("spikingjelly", False, False), "fused": ("fused", False, False),
-         "fused+stem_once": ("fused", False, True), "fused+checkpoint": ("fused", True, False)}
+MODES = ("spikingjelly", "fused", "fused+stem_once", "fused+checkpoint")  # the default set
+MEMORY_FLAGS = ("stem_once", "checkpoint")  # the options that change what autograd keeps
 
 
 def activation_mb(name: str, mode: str, batch: int, img_size: int, T: int) -> float:
-    kernel, checkpoint, stem_once = MODES[mode]
+    options = parse_mode(mode)
+    other = [flag for flag in options if flag not in ("kernel", *MEMORY_FLAGS) and options[flag]]
+    if other:
+        raise ValueError(f"mode {mode!r}: memory.py measures a neuron kernel and "
+                         f"{MEMORY_FLAGS}, not {other}")
     torch.manual_seed(0)
     model = srlib.create_model(name, img_size=img_size, T=T)
-    set_neuron_kernel(model, kernel)
-    set_stem_once(model, stem_once)
-    if checkpoint:
+    set_neuron_kernel(model, options["kernel"])
+    set_stem_once(model, options["stem_once"])
+    if options["checkpoint"]:
         checkpoint_blocks(model)
     images = torch.randn(batch, 3, img_size, img_size)
     labels = torch.zeros(batch, dtype=torch.long)
