@@ -131,8 +131,23 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+            module.weight.data = channels_last_weight(module.weight.data)
     return model
+
+
+def channels_last_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``[O, I, kh, kw]`` in NHWC strides that convolutions recognise as such.
+
+    With one input channel per group (a 1-channel image's stem, depthwise convolutions) the
+    plain layout is already "channels-last contiguous", so ``.contiguous(channels_last)``
+    returns it unchanged and the convolution keeps its output NCHW; the 1-channel stem of the
+    Fashion-MNIST model then sent all of stage 0 down the slow mixed-layout path. The same
+    memory read with the input-channel stride set to 1 is unambiguously NHWC.
+    """
+    out_channels, in_channels, kh, kw = weight.shape
+    if in_channels == 1:
+        return weight.contiguous().as_strided(weight.shape, (kh * kw, 1, kw, 1))
+    return weight.contiguous(memory_format=torch.channels_last)
 
 
 def set_stem_once(model: nn.Module, enable: bool = True) -> nn.Module:

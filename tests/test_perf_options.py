@@ -254,12 +254,14 @@ def test_channels_last_keeps_results():
     assert_same_training(train_twice(nhwc, x), train_twice(plain, x))
 
 
-def test_channels_last_stream_stays_channels_last_with_the_same_results():
+@pytest.mark.parametrize("in_channels", [3, 1])
+def test_channels_last_stream_stays_channels_last_with_the_same_results(in_channels):
     """A channels-last model fed a channels-last image keeps every activation NHWC (no layout
     copies between layers); outputs, attention maps, gradients and buffers equal NCHW's.
-    (32 x 32: no feature map is 1 x 1, where both layouts coincide.)"""
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
-    plain = tiny_model()
+    (32 x 32: no feature map is 1 x 1, where both layouts coincide.) A 1-channel image is
+    contiguous in both layouts: the stem's weight alone must make the stream NHWC."""
+    x = torch.randn(2, in_channels, 32, 32, dtype=torch.float64) * 3
+    plain = tiny_model(in_channels=in_channels)
     nhwc = to_channels_last(copy.deepcopy(plain))
     layouts = []
     for module in nhwc.modules():  # all but the stem's conv, which sees the repeated image
