@@ -268,13 +268,18 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     assert not math.isnan(metrics["train_loss"].iloc[-1])
 
 
-def test_multithreaded_cpu_runs_restart_with_passive_openmp(monkeypatch):
+def test_multithreaded_cpu_runs_on_a_busy_machine_restart_with_passive_openmp(monkeypatch):
     from srlib.train import __main__ as cli
 
     calls = []
     monkeypatch.setattr(cli.os, "execve", lambda *args: calls.append(args))
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # a quiet 2-core box
+    cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
+    assert calls == []  # spinning threads are faster there
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (6.0, 5.0, 5.0))  # every core busy
     cli._restart_with_passive_openmp(make_config({"threads": 1, "device": "cpu"}))
     assert calls == []  # one thread: nothing to wait for
     cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
