@@ -83,7 +83,8 @@ def describe_machine(device: torch.device) -> dict:
     info = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), cpu=cpu,
                 cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, spikingjelly=importlib.metadata.version("spikingjelly"),
-                python=platform.python_version())
+                python=platform.python_version(),
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset"))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
