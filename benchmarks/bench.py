@@ -284,15 +284,33 @@ def run(args) -> list[dict]:
             for row in summarise(args, mode, results[mode], device_name, flops_by_task)]
 
 
-def write_results(rows: list[dict], machine: dict, name: str, notes: str) -> Path:
+def markdown_table(rows: list[dict], columns: list[str]) -> list[str]:
+    """Lines of a Markdown table of ``rows`` (missing or None cells left empty)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |"
+              for row in rows]
+    return lines
+
+
+def write_result_files(name: str, rows: list[dict], markdown: list[str]) -> Path:
+    """``results/<name>.csv`` (every key of ``rows``) and ``results/<name>.md``, each written
+    to a temporary file and renamed, so a failed run never leaves half a table."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     csv_path = RESULTS_DIR / f"{name}.csv"
     tmp = csv_path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(csv_path)
+    md_path = RESULTS_DIR / f"{name}.md"
+    tmp = md_path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(markdown))
+    tmp.replace(md_path)
+    return md_path
+
+
+def write_results(rows: list[dict], machine: dict, name: str, notes: str) -> Path:
     columns = ["mode", "task", "ms_per_step", "images_per_s", "s_per_image", "cpu_s_per_step",
                "min_ms", "calls", "warmup_s", "gflop_per_step", "mfu_pct", "saved_mb",
                "rss_peak_mb", "cuda_peak_mb"]
@@ -303,9 +321,7 @@ def write_results(rows: list[dict], machine: dict, name: str, notes: str) -> Pat
              "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), ""]
     if notes:
         lines += [notes, ""]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row[c] is None else str(row[c]) for c in columns) + " |"
-              for row in rows]
+    lines += markdown_table(rows, columns)
     lines += ["", "ms_per_step: median wall time of all timed calls (each mode in its own "
               "process, rounds in alternating order); cpu_s_per_step: process CPU time, all "
               "threads; warmup_s: first calls (compile included); saved_mb: bytes autograd keeps "
@@ -313,21 +329,22 @@ def write_results(rows: list[dict], machine: dict, name: str, notes: str) -> Pat
               "set minus that after building; gflop_per_step: forward convolutions and matmuls "
               "(FlopCounterMode), x3 for a training step; mfu_pct: those FLOPs per second over "
               "the device's dense peak (PEAK_FLOPS in bench.py).", ""]
-    md_path = RESULTS_DIR / f"{name}.md"
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(md_path)
-    return md_path
+    return write_result_files(name, rows, lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options naming the model and its input (shared with floor.py)."""
     parser.add_argument("--model", default="spikingresformer_ti")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--T", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
     parser.add_argument("--modes", default="reference,spikingjelly,fused+alloc")
     parser.add_argument("--tasks", default="train,infer")
     parser.add_argument("--reps", type=int, default=3, help="timed calls per mode, task, round")

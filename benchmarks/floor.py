@@ -24,7 +24,6 @@ overcounts a grouped convolution's backward).
 """
 
 import argparse
-import csv
 import math
 import statistics
 import time
@@ -32,13 +31,12 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench import build, describe_machine, load_average, make_step, parse_mode, synchronize
+from bench import (add_model_arguments, build, describe_machine, load_average, make_step,
+                   markdown_table, parse_mode, synchronize, write_result_files)
 from srlib.perf import tune_cpu_allocator
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 aten = torch.ops.aten
 DENSE_OPS = {aten.convolution.default: "conv", aten.convolution_backward.default: "conv_bwd",
              aten.bmm.default: "bmm", aten.mm.default: "mm", aten.addmm.default: "addmm"}
@@ -67,7 +65,7 @@ def _spec(value):
 def _make(value, device):
     if isinstance(value, TensorSpec):
         return value.make(device)
-    if isinstance(value, tuple) and not isinstance(value, TensorSpec):
+    if isinstance(value, tuple):
         return [_make(v, device) for v in value]
     return value
 
@@ -214,45 +212,26 @@ def measure(args) -> dict:
 
 
 def write(result: dict, machine: dict, name: str) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     rows, summary = result["rows"], result["summary"]
-    csv_path = RESULTS_DIR / f"{name}.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(csv_path)
     lines = [f"# Floor of a training step: {summary['model']} {summary['img_size']}x"
              f"{summary['img_size']}, batch {summary['batch']}, T={summary['T']}, "
              f"mode {summary['mode']}", "",
-             "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), "",
-             "| quantity | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in summary.items()]
-    columns = list(rows[0])
-    lines += ["", "Dense calls of one step, each replayed alone (median), slowest first:", "",
-              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+             "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), ""]
+    lines += markdown_table([dict(quantity=k, value=v) for k, v in summary.items()],
+                            ["quantity", "value"])
+    lines += ["", "Dense calls of one step, each replayed alone (median), slowest first:", ""]
+    lines += markdown_table(rows, list(rows[0]))
     lines += ["", "step_s: median training step (forward, backward, SGD); dense_alone_s: sum of "
               "the step's convolutions and matmuls, each timed alone with its shapes and "
               "strides; flop_floor_s: their FLOPs at gemm_peak (the best large torch.mm rate "
               "measured); rest_of_step_s: step_s - dense_alone_s (batch norm, neurons, "
               "residual adds, copies, optimizer).", ""]
-    md_path = RESULTS_DIR / f"{name}.md"
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(md_path)
-    return md_path
+    return write_result_files(name, rows, lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="spikingresformer_ti")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--T", type=int, default=4)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    add_model_arguments(parser)
     parser.add_argument("--mode", default="fused-compiled+alloc+channels_last+stem_once")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

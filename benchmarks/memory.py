@@ -16,19 +16,16 @@ and srlib's fused CPU kernel save only H, so the ``fused`` rows also estimate CU
 """
 
 import argparse
-import csv
 import gc
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import srlib
 from srlib.memory import checkpoint_blocks, saved_activation_bytes
-from bench import parse_mode  # benchmarks/bench.py: the same mode syntax
+from bench import markdown_table, parse_mode, write_result_files  # benchmarks/bench.py
 from srlib.perf import set_neuron_kernel, set_stem_once
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("spikingjelly", "fused", "fused+stem_once", "fused+checkpoint")  # the default set
 MEMORY_FLAGS = ("stem_once", "checkpoint")  # the options that change what autograd keeps
 
@@ -85,22 +82,14 @@ def main(argv=None) -> None:
             rows.append(row)
             print(row, flush=True)
     if args.name:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        with (RESULTS_DIR / f"{args.name}.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
         lines = [f"# Training memory per image, {args.img_size}x{args.img_size}, T={args.T}, "
-                 "float32 (CPU, exact count of saved tensors)", "",
-                 "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+                 "float32 (CPU, exact count of saved tensors)", ""]
+        lines += markdown_table(rows, list(dict.fromkeys(key for row in rows for key in row)))
         lines += ["", "activations_mb_per_image: bytes autograd keeps for backward in one "
                   "training step at batch 1 (scales with batch); fixed_*: parameters + gradients "
                   "+ optimizer state; batch64_sgd_gb: fixed_sgd + 64 x activations, before "
                   "transient workspace. See benchmarks/memory.py.", ""]
-        (RESULTS_DIR / f"{args.name}.md").write_text("\n".join(lines))
-
+        write_result_files(args.name, rows, lines)
 
 if __name__ == "__main__":
     main()

@@ -144,7 +144,7 @@ def channels_last_weight(weight: torch.Tensor) -> torch.Tensor:
     Fashion-MNIST model then sent all of stage 0 down the slow mixed-layout path. The same
     memory read with the input-channel stride set to 1 is unambiguously NHWC.
     """
-    out_channels, in_channels, kh, kw = weight.shape
+    _, in_channels, kh, kw = weight.shape
     if in_channels == 1:
         return weight.contiguous().as_strided(weight.shape, (kh * kw, 1, kw, 1))
     return weight.contiguous(memory_format=torch.channels_last)
