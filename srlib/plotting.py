@@ -1,15 +1,20 @@
-"""Plots for spikes, membranes, rates, attention and training curves, and one ``savefig``.
+"""Plots for spikes, membranes, rates, attention and training curves, animations, one ``savefig``.
 
 Every notebook and script draws through these helpers so the figures share one look
-(:func:`set_style`: seaborn's white grid, colour-blind palette) and land in one place
-(:func:`savefig` writes ``figures/<name>.png`` at the repository root, or in
-``$SRLIB_FIGURES_DIR``). The helpers take plain data (numpy arrays, torch tensors or pandas
-DataFrames) and an optional matplotlib ``ax``; they draw on it (or on a new figure) and return
-the axes, so callers can add titles or combine panels. Time is the first axis, as everywhere
-in srlib: a trace is ``[T]``, a raster ``[T, N]``.
+(:data:`STYLE`: seaborn's white grid, colour-blind palette) and land in one place
+(:func:`savefig` writes ``<figures>/<name>.png``, the folder given by
+:func:`srlib.paths.figures_dir`). The helpers take plain data (numpy arrays, torch tensors or
+pandas DataFrames) and an optional matplotlib ``ax``; they draw on it (or on a new figure) and
+return the axes, so callers can add titles or combine panels. Time is the first axis, as
+everywhere in srlib: a trace is ``[T]``, a raster ``[T, N]``.
+
+Nothing here changes process-wide state unless asked: :func:`set_style` applies the look
+globally, :func:`style` applies it inside a ``with`` block only, and :func:`use_compact_png`
+makes IPython show figures as compact PNGs.
 """
 
 import base64
+import contextlib
 import io
 import os
 import re
@@ -22,26 +27,41 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from srlib.paths import FIGURES_ENV, figures_dir
+
 FIGURE_DPI = 110  # keeps a 6 x 3.5 inch figure near 660 x 385 px, well under 150 KB as PNG
 FIGSIZE = (6.0, 3.5)  # inches, one panel
 PNG_COLORS = 256  # palette PNG: ~3x smaller than matplotlib's RGBA output, no visible change
-FIGURES_ENV = "SRLIB_FIGURES_DIR"
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")  # "01_lif_traces": no dots, no slashes
 SPIKE_COLOR = "black"
 THRESHOLD_COLOR = "tab:red"
+STYLE = {"figure.figsize": FIGSIZE, "figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI,
+         "axes.titlesize": "medium", "axes.labelsize": "medium", "legend.fontsize": "small",
+         "legend.frameon": False, "image.cmap": "viridis"}
+
+
+def _style_params() -> dict:
+    """The rcParams of the repository's look: seaborn's notebook context, white grid,
+    colour-blind palette, then :data:`STYLE`."""
+    params = {**sns.plotting_context("notebook"), **sns.axes_style("whitegrid")}
+    params["axes.prop_cycle"] = plt.cycler(color=sns.color_palette("colorblind"))
+    return {**params, **STYLE}
 
 
 def set_style() -> None:
-    """Apply the repository's plotting look (seaborn white grid, colour-blind palette, sizes).
+    """Apply the repository's plotting look to every later figure (matplotlib's rcParams)."""
+    plt.rcParams.update(_style_params())
 
-    Inside IPython/Jupyter it also shows figures as compact PNGs (:func:`png_bytes`).
+
+@contextlib.contextmanager
+def style():
+    """The repository's look inside a ``with`` block only; rcParams are restored afterwards.
+
+    For library code that draws into files (e.g. the trainer's curves) without touching the
+    caller's settings.
     """
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"figure.figsize": FIGSIZE, "figure.dpi": FIGURE_DPI,
-                         "savefig.dpi": FIGURE_DPI, "axes.titlesize": "medium",
-                         "axes.labelsize": "medium", "legend.fontsize": "small",
-                         "legend.frameon": False, "image.cmap": "viridis"})
-    _use_compact_png_inline()
+    with plt.rc_context(_style_params()):
+        yield
 
 
 def png_bytes(fig: plt.Figure, *, dpi: int = FIGURE_DPI) -> bytes:
@@ -64,15 +84,19 @@ def png_bytes(fig: plt.Figure, *, dpi: int = FIGURE_DPI) -> bytes:
     return out.getvalue()
 
 
-def _use_compact_png_inline() -> None:
-    """In IPython, show figures through :func:`png_bytes` so committed notebooks stay small."""
+def use_compact_png() -> bool:
+    """In IPython/Jupyter, show figures through :func:`png_bytes` (keeps notebooks small).
+
+    Replaces the PNG formatter of the running IPython shell for matplotlib figures; call it once
+    in a notebook's setup cell. Returns ``False`` (and does nothing) outside IPython.
+    """
     try:
         from IPython import get_ipython
     except ImportError:
-        return
+        return False
     shell = get_ipython()
     if shell is None or "image/png" not in shell.display_formatter.formatters:
-        return
+        return False
     # The inline backend installs its own PNG formatter when it is first loaded, which happens
     # at the first figure: load it now so that ours, registered after, is the one that stays.
     plt.close(plt.figure())
@@ -83,16 +107,7 @@ def _use_compact_png_inline() -> None:
         return base64.b64encode(png_bytes(fig, dpi=fig.dpi)).decode("ascii")
 
     shell.display_formatter.formatters["image/png"].for_type(plt.Figure, _format)
-
-
-def figures_dir() -> Path:
-    """The folder figures are saved to: ``$SRLIB_FIGURES_DIR`` or ``<repository>/figures``."""
-    override = os.environ.get(FIGURES_ENV)
-    if override:
-        return Path(override)
-    import srlib  # local import: srlib imports nothing from here, but keep the module light
-
-    return Path(srlib.__file__).resolve().parents[1] / "figures"
+    return True
 
 
 def savefig(fig: plt.Figure, name: str, *, dpi: int = FIGURE_DPI) -> Path:
@@ -107,15 +122,30 @@ def savefig(fig: plt.Figure, name: str, *, dpi: int = FIGURE_DPI) -> Path:
             (no folder, no extension).
         dpi: resolution; the default keeps figures small enough to commit.
     """
+    return write_figure_file(name, ".png", lambda tmp: tmp.write_bytes(png_bytes(fig, dpi=dpi)))
+
+
+def write_figure_file(name: str, suffix: str, write) -> Path:
+    """Call ``write(tmp_path)`` in the figures folder, then rename the file to
+    ``<name><suffix>``; returns the final path. The temporary file never outlives the call.
+
+    Args:
+        name: file stem (letters, digits, ``_`` and ``-``; no folder, no extension).
+        suffix: the extension with its dot, e.g. ``".png"``.
+        write: a callable writing the whole file to the path it is given.
+    """
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise ValueError(f"figure name must be a bare stem like '01_lif_traces' (letters, digits, "
                          f"'_' or '-', no folder, no extension), got {name!r}")
     directory = figures_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.png"
-    tmp = directory / f".{name}.png.tmp"
-    tmp.write_bytes(png_bytes(fig, dpi=dpi))
-    os.replace(tmp, path)
+    path = directory / f"{name}{suffix}"
+    tmp = directory / f".{name}.tmp{suffix}"  # keeps the extension (Pillow reads it)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,6 +1,6 @@
 """Naive references for SSA, vanilla attention and Spikformer, used as test oracles.
 
-Written from the equations (reference/PAPER_FACTS.md, Zhou et al. 2023, Vaswani et al. 2017)
+Written from the equations (Zhou et al., ICLR 2023, the SSA equations; Vaswani et al. 2017, scaled dot-product attention)
 with explicit loops over time steps, samples, heads, channels and tokens; they read only the
 weights of the module under test. Slow, so only for tiny sizes (run them in float64).
 """

@@ -1,6 +1,7 @@
 """Naive reference implementations used as test oracles.
 
-Written independently of srlib from the equations in reference/PAPER_FACTS.md, with explicit
+Written independently of srlib from the paper's equations (Shi et al., CVPR 2024: LIF, DSSA, GWFFN) and
+the authors' public code (github.com/xyshi2000/SpikingResformer, ``models/``), with explicit
 loops over time steps, heads and tokens. Slow, so only for tiny sizes.
 """
 

@@ -49,7 +49,7 @@ def test_profile_cifar_totals_add_up_from_rows(cifar):
     result = profile(model, x)
     layers, totals = result.layers, result.totals
     assert totals["num_images"] == 2 and totals["T"] == 4
-    assert totals["params"] == 10_793_152  # PAPER_FACTS: Ti* (CIFAR-10)
+    assert totals["params"] == 10_793_152  # Ti* (CIFAR-10), the authors' checkpoint layout
     assert totals["sops"] == pytest.approx(layers.sops.sum(), rel=1e-12) and totals["sops"] > 0
     assert totals["macs"] == pytest.approx(layers.macs.sum(), rel=1e-12)
     assert totals["macs"] == pytest.approx(4 * totals["macs_per_step"], rel=1e-12)

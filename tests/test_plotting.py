@@ -28,14 +28,6 @@ def figures(tmp_path, monkeypatch):
     return tmp_path / "figs"
 
 
-def test_figures_dir_defaults_to_repository_figures(monkeypatch):
-    monkeypatch.delenv(plotting.FIGURES_ENV, raising=False)
-    repository = plotting.figures_dir().parent
-    assert plotting.figures_dir().name == "figures"
-    assert (repository / "srlib" / "__init__.py").resolve() == \
-        plotting.Path(srlib.__file__).resolve()
-
-
 def test_savefig_writes_small_png_of_the_given_name(figures):
     plotting.set_style()
     ax = plotting.plot_raster(np.eye(8))
@@ -163,7 +155,7 @@ def test_png_bytes_is_a_small_faithful_palette_png():
     assert difference.mean() < 0.1 and np.percentile(difference, 99.9) < 8  # measured 0.006, 1
 
 
-def test_set_style_shows_compact_pngs_in_ipython(monkeypatch):
+def test_use_compact_png_shows_compact_pngs_in_ipython(monkeypatch):
     import base64
     import types
 
@@ -172,9 +164,26 @@ def test_set_style_shows_compact_pngs_in_ipython(monkeypatch):
 
     shell = types.SimpleNamespace(display_formatter=DisplayFormatter())
     monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
-    plotting.set_style()
+    plotting.set_style()  # the look only: no PNG printer registered for figures
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1], [1, 0])
+    assert "image/png" not in shell.display_formatter.format(fig)[0]
+    assert plotting.use_compact_png()
     data, _ = shell.display_formatter.format(fig)
     assert base64.b64decode(data["image/png"]) == plotting.png_bytes(fig, dpi=fig.dpi)
     assert "image/png" not in shell.display_formatter.format(plt.figure())[0]  # empty: no image
+
+
+def test_use_compact_png_outside_ipython_does_nothing(monkeypatch):
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert plotting.use_compact_png() is False
+
+
+def test_style_applies_the_look_inside_the_block_only():
+    with plt.rc_context({"axes.grid": False, "figure.dpi": 50}):
+        with plotting.style():
+            assert plt.rcParams["axes.grid"] is True
+            assert plt.rcParams["figure.dpi"] == plotting.FIGURE_DPI
+        assert plt.rcParams["axes.grid"] is False and plt.rcParams["figure.dpi"] == 50

@@ -5,7 +5,8 @@
     result.totals                              # per image: sops, macs, energy_mj, params, ...
     result.rates                               # one row per spiking neuron layer
 
-The paper's accounting (reference/PAPER_FACTS.md; the authors' ``SOPMonitor``): every conv,
+The paper's accounting (Shi et al., CVPR 2024, energy estimation in the experiments; the
+authors' ``SOPMonitor``): every conv,
 linear and spike matmul is counted (:mod:`srlib.analysis.ops`) except the stem conv (analog
 input) and the classifier (pooled real values). Counts are per image, summed over the T steps,
 divided by the number of images actually seen. Energy follows :mod:`srlib.analysis.energy`.

@@ -11,6 +11,7 @@ from torchvision import datasets
 
 from srlib.data.transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD,
                                    cifar_transform)
+from srlib.paths import data_dir
 
 _VARIANTS = {  # name -> (torchvision class, folder inside root, mean, std, classes)
     "cifar10": (datasets.CIFAR10, "cifar-10-batches-py", CIFAR10_MEAN, CIFAR10_STD, 10),
@@ -32,7 +33,7 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
         augment: flips and RandAugment (default: for the training split only).
     """
     dataset_cls, folder, mean, std, _ = _VARIANTS[name]
-    root = Path("data" if root is None else root)
+    root = data_dir() if root is None else Path(root)
     if not download and not (root / folder).is_dir():
         raise FileNotFoundError(
             f"{name} not found: expected the folder {root / folder} (python-pickle batches as "

@@ -20,6 +20,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from srlib.data.transforms import EventFrameTransform
+from srlib.paths import data_dir
 
 TRAIN_FRACTION = 0.9  # CIFAR10-DVS has no official split: the first 90 % of each class train
 _INFO = {  # name -> (SpikingJelly class name, classes, where to get it)
@@ -118,7 +119,7 @@ def dvs_frames(name: str, root: str | os.PathLike | None, train: bool = True,
             download).
         augment: the DVS augmentation (default: for the training split only).
     """
-    root = Path(f"data/{name}" if root is None else root)
+    root = data_dir() / name if root is None else Path(root)
     _check_layout(name, root, T, download)
     transform = EventFrameTransform(train if augment is None else augment, img_size)
     if name == "dvs128gesture":

@@ -1,10 +1,11 @@
 """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017), the default dataset: 60,000 + 10,000 grey 28x28
 images of 10 clothing classes, read from the original idx files and kept in memory.
 
-Where the files are looked for, in order: the ``root`` given, ``data/fashion-mnist`` (relative
-to the working directory and to the repository), Debian's ``/usr/share/datasets/fashion-mnist``
-(package ``dataset-fashion-mnist``), and torchvision's layout ``<root>/FashionMNIST/raw``.
-With ``download=True`` torchvision fetches the files into ``data/``.
+Where the files are looked for, in order: the ``root`` given, ``<data>/fashion-mnist`` (the data
+folder of :func:`srlib.paths.data_dir`: ``$SRLIB_DATA_DIR``, the checkout's ``data/`` or
+``./data``), Debian's ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``),
+and torchvision's layout ``<data>/FashionMNIST/raw``. With ``download=True`` torchvision
+fetches the files into the data folder.
 """
 
 import gzip
@@ -16,11 +17,11 @@ import torch
 from torch.utils.data import Dataset
 
 from srlib.data.transforms import FashionMNISTTransform
+from srlib.paths import data_dir
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IDX_MAGIC = {0x0801: 1, 0x0803: 3}  # unsigned-byte idx files: labels (1-d), images (3-d)
@@ -67,8 +68,8 @@ def candidate_dirs(root: str | os.PathLike | None) -> list[Path]:
     if root is not None:
         root = Path(root)
         return [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
-    dirs = [Path("data/fashion-mnist"), REPO_DATA_DIR / "fashion-mnist", DEBIAN_DIR,
-            REPO_DATA_DIR / "FashionMNIST" / "raw"]
+    data = data_dir()
+    dirs = [data / "fashion-mnist", DEBIAN_DIR, data / "FashionMNIST" / "raw"]
     return list(dict.fromkeys(dirs))
 
 
@@ -89,7 +90,7 @@ def find_fashion_mnist(root: str | os.PathLike | None = None, train: bool = True
     if download:
         import torchvision  # the download is the only use of it here
 
-        target = Path(root) if root is not None else REPO_DATA_DIR
+        target = Path(root) if root is not None else data_dir()
         torchvision.datasets.FashionMNIST(str(target), train=train, download=True)
         return find_fashion_mnist(target, train, download=False)
     raise FileNotFoundError(

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 
 from srlib.data.transforms import imagenet_eval_transform, imagenet_train_transform
+from srlib.paths import data_dir
 
 NUM_CLASSES = 1000
 HOW_TO_GET = ("ImageNet cannot be downloaded automatically: get ILSVRC 2012 from "
@@ -87,7 +88,7 @@ def imagenet(root: str | os.PathLike | None, train: bool = True, img_size: int =
     :mod:`srlib.data.transforms`); ``augment=False`` gives the training split the eval
     transform (default: augment the training split only)."""
     if root is None:
-        root = Path("data/imagenet")
+        root = data_dir() / "imagenet"
     root = Path(root)
     missing = [name for name in ("train", "val") if not (root / name).is_dir()]
     if missing:

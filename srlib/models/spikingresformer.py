@@ -199,7 +199,8 @@ class SpikingResformer(nn.Module):
         return {name for name, p in self.named_parameters() if p.dim() == 0}
 
 
-# The zoo. Parameter counts (with BN affine) are in reference/official_checkpoint_layout.json.
+# The zoo. Parameter counts (with BN affine) are checked against the authors' released
+# checkpoints' layout in tests/data/official_checkpoint_layout.json (tests/test_models.py).
 _IMAGENET = dict(depths=(1, 2, 3), patch_sizes=(4, 2, 1))
 VARIANTS = {
     "spikingresformer_ti": SpikingResformerConfig(widths=(64, 192, 384), num_heads=(1, 3, 6),

@@ -330,14 +330,12 @@ class Trainer:
 
     def finish(self) -> None:
         """Curves and the per-layer firing-rate table/plot of the final model (main process)."""
-        plot_run_curves(self.run_dir, title=self.config.name)
-        try:
-            from srlib.analysis import FiringRateMonitor
-            from srlib.plotting import plot_layer_rates
-        except ImportError:
-            return
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
+        from srlib import plotting
+        from srlib.analysis import FiringRateMonitor
+
+        plot_run_curves(self.run_dir, title=self.config.name)
         subset = torch.utils.data.Subset(self.test_set, range(min(RATE_IMAGES,
                                                                   len(self.test_set))))
         loader = build_loader(subset, self.config.eval_batch_size or 2 * self.config.batch_size,
@@ -348,10 +346,12 @@ class Trainer:
                 self.model(images.to(self.device))
         table = monitor.table()
         table.to_csv(self.run_dir / "firing_rates.csv", index=False)
-        ax = plot_layer_rates(table)
-        ax.set_title(f"{self.config.name}: firing rate per layer ({len(subset)} test images)")
-        ax.figure.savefig(self.run_dir / "firing_rates.png", dpi=120, bbox_inches="tight")
-        plt.close(ax.figure)
+        with plotting.style():  # a standalone Figure: no pyplot, no global state touched
+            fig = Figure(figsize=(max(plotting.FIGSIZE[0], 0.12 * len(table)),
+                                  plotting.FIGSIZE[1]))
+            ax = plotting.plot_layer_rates(table, ax=fig.add_subplot())
+            ax.set_title(f"{self.config.name}: firing rate per layer ({len(subset)} test images)")
+            fig.savefig(self.run_dir / "firing_rates.png", dpi=120, bbox_inches="tight")
 
 
 def _summary(row: dict, epochs: int, best: float) -> str:

@@ -117,14 +117,12 @@ def plot_run_curves(run_dir, title: str | None = None) -> Path | None:
     """Loss and accuracy against epoch into ``run_dir/curves.png``: training values from
     steps.csv (every few steps), test values from metrics.csv (every evaluation).
 
-    Drawn by :func:`srlib.plotting.plot_curves`. Returns the path, or None (with a warning)
-    when there is nothing to plot.
+    Drawn by :func:`srlib.plotting.plot_curves` on a standalone ``Figure`` (no pyplot, so the
+    caller's matplotlib backend and open figures are untouched). Returns the path, or None (with
+    a warning) when there is nothing to plot.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from srlib import plotting
 
@@ -140,12 +138,15 @@ def plot_run_curves(run_dir, title: str | None = None) -> Path | None:
     if table.empty:
         warnings.warn(f"{run_dir} has no {METRICS} or {STEPS} rows: no curves drawn")
         return None
-    plotting.set_style()
-    fig = plotting.plot_curves(table.sort_values("epoch", kind="stable"))
-    if title:
-        fig.suptitle(title)
-        fig.tight_layout()
-    path = run_dir / CURVES
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    table = table.sort_values("epoch", kind="stable")
+    panels = int(table.filter(["train_loss", "test_loss"]).notna().any().any()) + \
+        int(table.filter(["train_acc", "test_acc"]).notna().any().any())
+    with plotting.style():
+        fig = Figure(figsize=(plotting.FIGSIZE[0], plotting.FIGSIZE[1] * 0.9))
+        plotting.plot_curves(table, axes=fig.subplots(1, panels, squeeze=False)[0])
+        if title:
+            fig.suptitle(title)
+            fig.tight_layout()
+        path = run_dir / CURVES
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     return path

@@ -1,0 +1,126 @@
+"""Spikes over time as animations: one frame per time step, for notebooks and the docs site.
+
+Built on matplotlib's ``FuncAnimation``. In a notebook, :func:`to_html` embeds the frames as
+JavaScript-driven PNGs (``to_jshtml``: no ffmpeg needed, plays offline, on GitHub it shows as
+static HTML); :func:`save_gif` writes a small GIF into the figures folder through Pillow. Every
+frame of one animation shares one colour scale, so brightness means the same at every step.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import animation
+
+from srlib.plotting import SPIKE_COLOR, _to_numpy, write_figure_file
+
+ANIMATION_DPI = 72  # frames are embedded in notebooks: keep them light
+INTERVAL_MS = 700  # one time step per 0.7 s: slow enough to follow a spike
+
+
+def animate_panels(frames, *, titles=None, suptitle: str = "", cmap: str = "magma",
+                   vmin: float | None = None, vmax: float | None = None,
+                   colorbar_label: str = "", panel_size: float = 2.0) -> animation.FuncAnimation:
+    """Animate maps over time: frame ``t`` shows ``frames[t]``, one panel per map.
+
+    Args:
+        frames: ``[T, H, W]`` (one panel) or ``[T, P, H, W]`` (P panels side by side, e.g. the
+            heads of a DSSA layer).
+        titles: one title per panel (``P`` strings).
+        suptitle: figure title; ``{t}`` in it is replaced by the step (``"step {t}"``).
+        cmap: matplotlib colour map.
+        vmin: lower end of the shared colour scale (default: the minimum over all frames).
+        vmax: upper end (default: the maximum over all frames).
+        colorbar_label: label of the shared colour bar.
+        panel_size: inches per panel.
+
+    Returns:
+        The animation (``T`` frames).
+    """
+    frames = _to_numpy(frames, "frames", (3, 4))
+    if frames.ndim == 3:
+        frames = frames[:, None]  # [T, 1, H, W]
+    T, P = frames.shape[:2]
+    if titles is not None and len(titles) != P:
+        raise ValueError(f"titles needs one entry per panel ({P}), got {len(titles)}")
+    vmin = float(frames.min()) if vmin is None else vmin
+    vmax = float(frames.max()) if vmax is None else vmax
+    fig, axes = plt.subplots(1, P, figsize=(panel_size * P + 0.8, panel_size + 0.5),
+                             squeeze=False, dpi=ANIMATION_DPI)
+    images = []
+    for panel, ax in enumerate(axes[0]):
+        images.append(ax.imshow(frames[0, panel], cmap=cmap, vmin=vmin, vmax=vmax,
+                                interpolation="nearest"))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if titles is not None:
+            ax.set_title(titles[panel], fontsize="small")
+    fig.colorbar(images[0], ax=list(axes[0]), label=colorbar_label, fraction=0.046 / P ** 0.5,
+                 pad=0.02)
+    heading = fig.suptitle(suptitle.format(t=0))
+
+    def draw(t):
+        for panel, image in enumerate(images):
+            image.set_data(frames[t, panel])
+        heading.set_text(suptitle.format(t=t))
+        return [*images, heading]
+
+    return animation.FuncAnimation(fig, draw, frames=T, interval=INTERVAL_MS, blit=False)
+
+
+def animate_raster(spikes, *, title: str = "", figsize=(5.0, 2.6)) -> animation.FuncAnimation:
+    """Animate a raster being written: frame ``t`` shows the spikes of steps ``0..t``, the
+    current step's spikes highlighted.
+
+    Args:
+        spikes: ``[T, N]`` (time-major), nonzero where neuron ``n`` fires at step ``t``.
+        title: figure title; ``{t}`` is replaced by the step.
+        figsize: inches.
+
+    Returns:
+        The animation (``T`` frames).
+    """
+    spikes = _to_numpy(spikes, "spikes", (2,)) != 0
+    T, N = spikes.shape
+    fig, ax = plt.subplots(figsize=figsize, dpi=ANIMATION_DPI)
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_ylim(-0.5, N - 0.5)
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("neuron")
+    ax.grid(False, axis="y")
+    past = ax.scatter([], [], marker="|", color=SPIKE_COLOR, s=30, linewidths=1.2)
+    now = ax.scatter([], [], marker="|", color="tab:red", s=60, linewidths=2.0)
+    cursor = ax.axvspan(-0.5, 0.5, color="tab:red", alpha=0.08)
+    heading = ax.set_title(title.format(t=0))
+
+    def draw(t):
+        times, neurons = np.nonzero(spikes[:t])  # steps before t
+        past.set_offsets(np.column_stack([times, neurons]) if len(times) else np.empty((0, 2)))
+        current = np.flatnonzero(spikes[t])
+        now.set_offsets(np.column_stack([np.full(len(current), t), current])
+                        if len(current) else np.empty((0, 2)))
+        cursor.set_x(t - 0.5)
+        heading.set_text(title.format(t=t))
+        return [past, now, cursor, heading]
+
+    return animation.FuncAnimation(fig, draw, frames=T, interval=INTERVAL_MS, blit=False)
+
+
+def to_html(anim: animation.FuncAnimation):
+    """The animation as an ``IPython.display.HTML`` player (frames embedded as PNG); closes
+    its figure so the notebook does not also show a still of it."""
+    from IPython.display import HTML
+
+    html = anim.to_jshtml(default_mode="loop")
+    plt.close(anim._fig)
+    return HTML(html)
+
+
+def save_gif(anim: animation.FuncAnimation, name: str):
+    """Write the animation as ``<figures_dir()>/<name>.gif`` (Pillow, no ffmpeg); returns the
+    path. Written to a temporary file and renamed."""
+    fps = 1000 / INTERVAL_MS
+    return write_figure_file(
+        name, ".gif", lambda tmp: anim.save(tmp, writer=animation.PillowWriter(fps=fps)))
+
+
+__all__ = ["animate_panels", "animate_raster", "save_gif", "to_html"]
