@@ -1,11 +1,14 @@
 """Saving and loading checkpoints: srlib's own files and those released by the authors.
 
 Both hold the model's state dict under the key ``model`` (the authors' files also hold
-``optimizer``, ``epoch``, ``max_acc1`` and ``lr_scheduler``). Loading checks every key and shape
+``optimizer``, ``epoch``, ``max_acc1`` and ``lr_scheduler``). Spikformer's released files, written
+by timm's training script, hold it under ``state_dict`` with the public code's names; they are
+recognised and mapped (:mod:`srlib.models.spikformer_keys`). Loading checks every key and shape
 first and changes nothing unless all fit. Saving writes a temporary file and renames it, so an
 interrupted save never leaves a half-written checkpoint.
 """
 
+import argparse
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,8 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from srlib.models.spikformer_keys import from_spikformer_layout, is_spikformer_layout
+
 # prefixes added by wrappers: DistributedDataParallel, torch.compile
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# the only class a checkpoint may hold beyond torch's weights-only set: timm's training script
+# (Spikformer's) stores its parsed command line, an argparse.Namespace, under "args"
+_ALLOWED_CLASSES = [argparse.Namespace]
 
 
 class CheckpointError(ValueError):
@@ -65,12 +73,17 @@ def extract_state_dict(checkpoint) -> dict[str, torch.Tensor]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file onto the CPU, with a clear error for a missing or broken file."""
+    """Load a checkpoint file onto the CPU, with a clear error for a missing or broken file.
+
+    Weights-only unpickling: tensors, containers, numbers and strings, plus ``argparse.Namespace``
+    (timm's ``args`` entry); any other object in the file is refused, never executed.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_ALLOWED_CLASSES):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"could not read checkpoint {path}: {error}") from error
 
@@ -80,8 +93,9 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, ignore: tuple[str, ...
 
     Args:
         model: the model to fill (e.g. from :func:`srlib.create_model`).
-        path_or_state_dict: a file path, a checkpoint dict (weights under ``model``) or a
-            state dict. Prefixes added by DDP (``module.``) or ``torch.compile`` are removed.
+        path_or_state_dict: a file path, a checkpoint dict (weights under ``model`` or, in
+            timm's files, ``state_dict``) or a state dict. Prefixes added by DDP (``module.``)
+            or ``torch.compile`` are removed; Spikformer's public names are mapped to srlib's.
         ignore: key prefixes to skip on both sides, e.g. ``("classifier.",)`` to transfer a
             backbone to a new number of classes.
 
@@ -89,8 +103,8 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, ignore: tuple[str, ...
         The checkpoint object (so callers can read ``epoch`` or ``config`` from it).
 
     Raises:
-        CheckpointError: listing missing, unexpected and mis-shaped keys; the model is then
-            left exactly as it was.
+        CheckpointError: listing missing, unexpected and mis-shaped keys (under the file's
+            names); the model is then left exactly as it was.
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         checkpoint = read_checkpoint(path_or_state_dict)
@@ -98,18 +112,26 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, ignore: tuple[str, ...
         checkpoint = path_or_state_dict
     source = extract_state_dict(checkpoint)
     target = model.state_dict()
+    names, layout = {}, ""  # model key -> the file's name for it, where they differ
+    if is_spikformer_layout(source):
+        source, names = from_spikformer_layout(source, {k: v.shape for k, v in target.items()})
+        layout = " (Spikformer's public layout)"
 
     def kept(key: str) -> bool:
         return not any(key.startswith(prefix) for prefix in ignore)
 
+    def shown(key: str) -> str:
+        name = names.get(key, key)
+        return key if name == key else f"{name} (model: {key})"
+
     source = {key: value for key, value in source.items() if kept(key)}
-    missing = sorted(key for key in target if kept(key) and key not in source)
+    missing = sorted(shown(key) for key in target if kept(key) and key not in source)
     unexpected = sorted(key for key in source if key not in target)
-    misshaped = sorted(f"{key}: checkpoint {tuple(source[key].shape)}, model "
+    misshaped = sorted(f"{shown(key)}: checkpoint {tuple(source[key].shape)}, model "
                        f"{tuple(target[key].shape)}" for key in source
                        if key in target and source[key].shape != target[key].shape)
     if missing or unexpected or misshaped:
-        lines = [f"checkpoint does not fit {type(model).__name__}; nothing was loaded"]
+        lines = [f"checkpoint{layout} does not fit {type(model).__name__}; nothing was loaded"]
         for title, keys in (("missing", missing), ("unexpected", unexpected),
                             ("mis-shaped", misshaped)):
             if keys:

@@ -17,6 +17,15 @@ The public code returns ``Linear(mean over T and tokens)``; we return the per-st
 ``Linear(mean over tokens)``, whose mean over T is exactly that (the head is affine).
 The public code also builds two LayerNorms per block that it never calls; the published
 parameter counts include them, so we build them too (``unused_norms``), frozen.
+
+Neurons: the public code builds every neuron as SpikingJelly's
+``MultiStepLIFNode(tau=2.0, detach_reset=True)`` (the one after ``Q K^T V`` with threshold 0.5):
+the LIF of :mod:`srlib.neurons` with that class's default surrogate gradient, Sigmoid with
+alpha = 4 (``surrogate="sigmoid"``), not SpikingResformer's ATan. Spikes are the same either
+way; the gradients, and so training, differ.
+
+Released weights (timm's checkpoint files, keys such as ``block.0.attn.q_conv.weight``) load with
+:func:`srlib.load_checkpoint`; the key mapping is in :mod:`srlib.models.spikformer_keys`.
 """
 
 from dataclasses import dataclass
@@ -28,7 +37,7 @@ from torch import nn
 from srlib.attention import SSA
 from srlib.layers import BN, conv3x3
 from srlib.models._common import to_time_major
-from srlib.neurons import create_neuron, reset_states
+from srlib.neurons import SURROGATES, create_neuron, reset_states, set_surrogate
 
 STEM_POOLS = {  # after which of the four SPS convs a 3x3/2 max-pool follows
     "imagenet": (True, True, True, True),  # 16x downsampling: 224 px -> 14 x 14 tokens
@@ -51,6 +60,7 @@ class SpikformerConfig:
     linear_init: bool = False  # CIFAR: the token-wise layers start trunc-normal (they are Linear)
     unused_norms: bool = True  # build the public code's two never-called LayerNorms per block
     neuron: str = "lif"
+    surrogate: str = "sigmoid"  # SpikingJelly MultiStepLIFNode's default, as the public code
     in_channels: int = 3
     num_classes: int = 1000
     img_size: int = 224  # nominal input size: used for defaults and checks, not frozen in layers
@@ -59,6 +69,9 @@ class SpikformerConfig:
     def __post_init__(self):
         if self.stem not in STEM_POOLS:
             raise ValueError(f"stem must be one of {sorted(STEM_POOLS)}, got {self.stem!r}")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {sorted(SURROGATES)}, "
+                             f"got {self.surrogate!r}")
         if self.embed_dim % 8 or self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by 8 (stem widths) "
                              f"and by num_heads {self.num_heads}")
@@ -87,18 +100,19 @@ class SPS(nn.Module):
     """
 
     def __init__(self, in_channels: int, embed_dim: int, stem: str = "imagenet",
-                 neuron: str = "lif"):
+                 neuron: str = "lif", surrogate: str = "sigmoid"):
         super().__init__()
         widths = (embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim)
         self.stages = nn.Sequential()
         for width, pool in zip(widths, STEM_POOLS[stem]):
-            stage = nn.Sequential(conv3x3(in_channels, width), BN(width), create_neuron(neuron))
+            stage = nn.Sequential(conv3x3(in_channels, width), BN(width),
+                                  create_neuron(neuron, surrogate))
             if pool:
                 stage.append(layer.MaxPool2d(kernel_size=3, stride=2, padding=1, step_mode="m"))
             self.stages.append(stage)
             in_channels = width
         self.rpe = nn.Sequential(conv3x3(embed_dim, embed_dim), BN(embed_dim),
-                                 create_neuron(neuron))
+                                 create_neuron(neuron, surrogate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(x)  # [T, B, D, H/s, W/s] spikes
@@ -108,13 +122,13 @@ class SPS(nn.Module):
 class MLP(nn.Module):
     """``SN(BN(Conv1x1(SN(BN(Conv1x1(x))))))``, D -> ratio*D -> D, biases on; no residual."""
 
-    def __init__(self, dim: int, ratio: int = 4, neuron: str = "lif"):
+    def __init__(self, dim: int, ratio: int = 4, neuron: str = "lif", surrogate: str = "sigmoid"):
         super().__init__()
         hidden = dim * ratio
         self.fc1_conv, self.fc1_bn = _pointwise(dim, hidden), BN(hidden)
-        self.fc1_lif = create_neuron(neuron)
+        self.fc1_lif = create_neuron(neuron, surrogate)
         self.fc2_conv, self.fc2_bn = _pointwise(hidden, dim), BN(dim)
-        self.fc2_lif = create_neuron(neuron)
+        self.fc2_lif = create_neuron(neuron, surrogate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1_lif(self.fc1_bn(self.fc1_conv(x)))  # [T, B, ratio*D, H, W] spikes
@@ -134,9 +148,10 @@ class SpikformerBlock(nn.Module):
         # the stream is already a sum of spikes: no input neuron (unlike inside SpikingResformer)
         self.attn = SSA(dim, config.num_heads, neuron=config.neuron, input_neuron=False,
                         output_neuron=True, qkv_bias=config.qkv_bias, proj_bias=True)
+        set_surrogate(self.attn, config.surrogate)  # SSA builds its neurons with the default
         if config.unused_norms:
             self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS).requires_grad_(False)
-        self.mlp = MLP(dim, config.mlp_ratio, config.neuron)
+        self.mlp = MLP(dim, config.mlp_ratio, config.neuron, config.surrogate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attn(x)  # x + SSA(x)
@@ -154,7 +169,8 @@ class Spikformer(nn.Module):
     def __init__(self, config: SpikformerConfig):
         super().__init__()
         self.config = config
-        self.patch_embed = SPS(config.in_channels, config.embed_dim, config.stem, config.neuron)
+        self.patch_embed = SPS(config.in_channels, config.embed_dim, config.stem, config.neuron,
+                               config.surrogate)
         self.blocks = nn.Sequential(*(SpikformerBlock(config) for _ in range(config.depth)))
         self.head = layer.Linear(config.embed_dim, config.num_classes, bias=True, step_mode="m")
         self.init_weights()
