@@ -1,15 +1,17 @@
 """Time SpikingResformer training steps and inference passes under several speed modes.
 
-A mode is a ``+``-joined list of options applied to a freshly built model (same seed):
+A mode is a ``+``-joined list of options applied to a freshly built model (same seed); the
+speed options go through ``srlib.perf.apply_perf_options``, as in training:
 
+    plain | best               a preset: srlib.perf.PerfOptions() / PerfOptions.best_for(device)
     spikingjelly | fused | fused-compiled | reference   LIF kernel (srlib.perf.NEURON_KERNELS)
-    compile        torch.compile the whole model          channels_last  NHWC convolutions
-    stem_once      the stem once per image, not T times   (srlib.perf.set_stem_once)
-    bf16           bf16 autocast                          checkpoint     srlib.memory per block
-    alloc          srlib.perf.tune_cpu_allocator()        threads1       one intra-op thread
+    channels_last  NHWC convolutions                    stem_once  the stem once per image
+    recompute      recompute blocks in backward         compile    torch.compile the model
+    bf16           bf16 autocast                        alloc      srlib.perf.tune_cpu_allocator()
+    threads1       one intra-op thread
 
-e.g. ``reference`` (the plain implementation), ``spikingjelly`` (srlib's eager default),
-``fused+alloc``, ``fused-compiled+alloc+channels_last``, ``compile+bf16`` (CUDA).
+e.g. ``reference`` (the plain implementation), ``spikingjelly`` (srlib's eager default, the
+same as ``plain``), ``best``, ``fused-compiled+channels_last+alloc``, ``compile+bf16`` (CUDA).
 
 Each mode runs in its own worker process (its own allocator state, compile cache and peak
 memory): one warm-up call per task (it also counts model FLOPs and, for training, the bytes
@@ -26,6 +28,7 @@ i.e. activations + gradients + optimizer state + allocator slack.
 import argparse
 import contextlib
 import csv
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -43,12 +46,14 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import srlib
-from srlib.memory import checkpoint_blocks, saved_activation_bytes
-from srlib.perf import (NEURON_KERNELS, set_neuron_kernel, set_stem_once, to_channels_last,
+from srlib.memory import saved_activation_bytes
+from srlib.perf import (NEURON_KERNELS, PRESETS, PerfOptions, apply_perf_options,
                         tune_cpu_allocator)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FLAGS = ("compile", "channels_last", "stem_once", "bf16", "checkpoint", "alloc", "threads1")
+PERF_FLAGS = ("channels_last", "stem_once", "recompute", "compile")  # PerfOptions fields
+RUN_FLAGS = ("bf16", "alloc", "threads1")  # how the benchmark runs, not the model
+FLAGS = PERF_FLAGS + RUN_FLAGS
 # Dense peak throughput (FLOP/s) for model-FLOPs utilisation, from the vendors' spec sheets.
 PEAK_FLOPS = {
     ("H200", "bf16"): 989.4e12,  # H200 SXM, bf16 tensor cores, dense (1979 is with sparsity)
@@ -60,17 +65,27 @@ PEAK_FLOPS = {
 }
 
 
-def parse_mode(mode: str) -> dict:
-    """``"fused-compiled+alloc"`` -> {"kernel": "fused-compiled", "alloc": True, ...}."""
+def parse_mode(mode: str, device: str | torch.device = "cpu") -> dict:
+    """``"fused-compiled+alloc"`` -> {"perf": PerfOptions(neuron_kernel="fused-compiled"),
+    "alloc": True, "bf16": False, "threads1": False}; a preset (``best``, ``plain``) starts
+    from its options and the other parts add to it."""
     parts = [part for part in mode.split("+") if part]
     kernels = [part for part in parts if part in NEURON_KERNELS]
-    unknown = [part for part in parts if part not in NEURON_KERNELS and part not in FLAGS]
-    if unknown or len(kernels) > 1:
-        raise ValueError(f"bad mode {mode!r}: use at most one of {NEURON_KERNELS} and any of "
-                         f"{FLAGS}, joined by '+'")
-    options = {flag: flag in parts for flag in FLAGS}
-    options["kernel"] = kernels[0] if kernels else "spikingjelly"
-    return options
+    presets = [part for part in parts if part in PRESETS]
+    unknown = [part for part in parts
+               if part not in NEURON_KERNELS and part not in FLAGS and part not in PRESETS]
+    if unknown or len(kernels) > 1 or len(presets) > 1:
+        raise ValueError(f"bad mode {mode!r}: use at most one preset {PRESETS}, at most one "
+                         f"of {NEURON_KERNELS} and any of {FLAGS}, joined by '+'")
+    fields = dataclasses.asdict(PerfOptions.from_spec(presets[0] if presets else "plain",
+                                                      device))
+    if kernels:
+        fields["neuron_kernel"] = kernels[0]
+    for flag in ("channels_last", "stem_once", "recompute"):
+        fields[flag] = fields[flag] or flag in parts
+    if "compile" in parts:
+        fields["compile"] = "model"
+    return {"perf": PerfOptions(**fields), **{flag: flag in parts for flag in RUN_FLAGS}}
 
 
 def describe_machine(device: torch.device) -> dict:
@@ -102,23 +117,13 @@ def load_average() -> str:
 def build(args, options: dict, device: torch.device):
     torch.manual_seed(0)
     model = srlib.create_model(args.model, img_size=args.img_size, T=args.T)
-    set_neuron_kernel(model, options["kernel"])
     model.to(device=device, dtype=getattr(torch, args.dtype))
-    if options["channels_last"]:
-        to_channels_last(model)
-    if options["stem_once"]:
-        set_stem_once(model)
-    if options["checkpoint"]:
-        checkpoint_blocks(model)
-    if options["compile"]:
-        model.compile()  # in place: state-dict keys unchanged
+    apply_perf_options(model, options["perf"])  # in place: state-dict keys unchanged
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
     config = model.config
     images = torch.randn(args.batch, config.in_channels, args.img_size, args.img_size,
                          generator=generator).to(device=device, dtype=getattr(torch, args.dtype))
-    if options["channels_last"]:
-        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, config.num_classes, (args.batch,), generator=generator).to(device)
     return model, optimizer, images, labels
 
@@ -158,7 +163,7 @@ def synchronize(device):
 def worker(args) -> dict:
     """Build one mode, warm up, time ``reps`` calls per task; return the measurements."""
     device = torch.device(args.device)
-    options = parse_mode(args.worker)
+    options = parse_mode(args.worker, device)
     if options["alloc"] and device.type == "cpu":
         tune_cpu_allocator(True)
     if options["threads1"]:
@@ -174,9 +179,10 @@ def worker(args) -> dict:
         # compile first (under counting hooks and modes it would compile other code); a
         # compiled model compiles twice: neuron states are floats before the first call and
         # tensors afterwards, and SpikingJelly's reset() branches on that
-        for _ in range(2 if options["compile"] else int(options["kernel"] == "fused-compiled")):
+        compiled = options["perf"].compile != "none"
+        for _ in range(2 if compiled else int(options["perf"].neuron_kernel == "fused-compiled")):
             step()
-        if not options["compile"]:  # a warm-up call that also counts FLOPs and saved bytes
+        if not compiled:  # a warm-up call that also counts FLOPs and saved bytes
             counter = FlopCounterMode(display=False)
             if task == "train" and device.type == "cpu":
                 record["saved_mb"] = saved_activation_bytes(model, lambda: step(counter)) / 2**20
@@ -231,7 +237,7 @@ def peak_flops(device_name: str, options: dict) -> float | None:
 
 def summarise(args, mode: str, results: list[dict], device_name: str,
               flops_by_task: dict) -> list[dict]:
-    options = parse_mode(mode)
+    options = parse_mode(mode, args.device)
     rows = []
     for task in args.tasks.split(","):
         records = [r["tasks"][task] for r in results]
@@ -263,7 +269,7 @@ def summarise(args, mode: str, results: list[dict], device_name: str,
 def run(args) -> list[dict]:
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     for mode in modes:
-        parse_mode(mode)  # fail early on a typo
+        parse_mode(mode, args.device)  # fail early on a typo
     device = torch.device(args.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     results = {mode: [] for mode in modes}

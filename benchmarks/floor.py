@@ -19,7 +19,7 @@ GEMM rate, and a table of the calls with their GFLOP/s. FLOPs are counted here f
 overcounts a grouped convolution's backward).
 
     python benchmarks/floor.py --model spikingresformer_ti --img-size 224 --batch 4 --T 4 \\
-        --mode fused-compiled+alloc+channels_last+stem_once --target-s-per-image 0.5 \\
+        --mode best+alloc --target-s-per-image 0.5 \\
         --name cpu_ti224_b4_floor
 """
 
@@ -170,8 +170,8 @@ def copy_bandwidth(device, reps: int) -> float:
 
 def measure(args) -> dict:
     device = torch.device(args.device)
-    options = parse_mode(args.mode)
-    if options["compile"]:
+    options = parse_mode(args.mode, device)
+    if options["perf"].compile != "none":
         raise ValueError("floor.py records eager calls; a compiled model hides them "
                          "(use bench.py for compiled modes)")
     if options["alloc"] and device.type == "cpu":
@@ -232,7 +232,7 @@ def write(result: dict, machine: dict, name: str) -> Path:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
-    parser.add_argument("--mode", default="fused-compiled+alloc+channels_last+stem_once")
+    parser.add_argument("--mode", default="best+alloc")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--target-s-per-image", type=float, default=None)

@@ -2,7 +2,7 @@
 
 Activation memory is exact, not sampled: one training step at batch 1 runs under
 ``srlib.memory.saved_activation_bytes``, which adds up every tensor autograd keeps for backward
-(each storage once, plus the inputs checkpointed blocks keep instead). It scales linearly with
+(each storage once, plus the inputs recomputed blocks keep instead). It scales linearly with
 batch (``--check-batch 2`` verifies this on the first model). The fixed part is parameters +
 gradients + optimizer state (SGD momentum: 3 copies; AdamW: 4). Estimated peak training memory
 for batch B is then about ``fixed + B * per_image`` plus transient workspace (on CUDA, cuDNN
@@ -22,26 +22,25 @@ import torch
 import torch.nn.functional as F
 
 import srlib
-from srlib.memory import checkpoint_blocks, saved_activation_bytes
+from srlib.memory import saved_activation_bytes
+from srlib.perf import PerfOptions, apply_perf_options
 from bench import markdown_table, parse_mode, write_result_files  # benchmarks/bench.py
-from srlib.perf import set_neuron_kernel, set_stem_once
 
-MODES = ("spikingjelly", "fused", "fused+stem_once", "fused+checkpoint")  # the default set
-MEMORY_FLAGS = ("stem_once", "checkpoint")  # the options that change what autograd keeps
+MODES = ("spikingjelly", "fused", "fused+stem_once", "fused+recompute")  # the default set
+MEMORY_FLAGS = ("stem_once", "recompute")  # the options that change what autograd keeps
 
 
 def activation_mb(name: str, mode: str, batch: int, img_size: int, T: int) -> float:
     options = parse_mode(mode)
-    other = [flag for flag in options if flag not in ("kernel", *MEMORY_FLAGS) and options[flag]]
-    if other:
+    perf = options["perf"]
+    measured = PerfOptions(neuron_kernel=perf.neuron_kernel, stem_once=perf.stem_once,
+                           recompute=perf.recompute)
+    other = [flag for flag, on in options.items() if flag != "perf" and on]
+    if other or perf != measured:
         raise ValueError(f"mode {mode!r}: memory.py measures a neuron kernel and "
-                         f"{MEMORY_FLAGS}, not {other}")
+                         f"{MEMORY_FLAGS}, not {other or perf}")
     torch.manual_seed(0)
-    model = srlib.create_model(name, img_size=img_size, T=T)
-    set_neuron_kernel(model, options["kernel"])
-    set_stem_once(model, options["stem_once"])
-    if options["checkpoint"]:
-        checkpoint_blocks(model)
+    model = apply_perf_options(srlib.create_model(name, img_size=img_size, T=T), perf)
     images = torch.randn(batch, 3, img_size, img_size)
     labels = torch.zeros(batch, dtype=torch.long)
 

@@ -23,30 +23,14 @@ pixels); SSA and VanillaAttention ``[T, B, h, N, N]`` (rows: queries, columns: k
 import math
 
 import torch
-from spikingjelly.activation_based import layer
 from torch import nn
 
-from srlib.layers import BN, SpikingMatmul, conv1x1, is_channels_last, patch_conv
+from srlib.layers import BN, SpikingMatmul, conv1x1, patch_conv
 from srlib.neurons import create_neuron
 
 FIRING_RATE_MOMENTUM = 0.999  # running-average momentum of r_x and r_attn (authors' code)
 SSA_SCALE = 0.125  # Spikformer's fixed scale of Q K^T V (1/sqrt(64), whatever d_h is)
 SSA_ATTN_THRESHOLD = 0.5  # threshold of the neuron after Q K^T V (Spikformer's attn_lif)
-
-
-def _pointwise(in_channels: int, out_channels: int, bias: bool) -> nn.Module:
-    """1x1 convolution (a per-token linear layer), multi-step, with or without bias."""
-    return layer.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias, step_mode="m")
-
-
-def heads_to_channels(out: torch.Tensor, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
-    """``[T, B, h, d, HW]`` -> ``[T, B, h*d, H, W]``, laid out like ``like`` (channels-last
-    stays channels-last: ``srlib.perf.to_channels_last``; otherwise a view where possible)."""
-    T, B, h, d, _ = out.shape
-    if is_channels_last(like):
-        out = out.permute(0, 1, 4, 2, 3).contiguous()  # [T, B, HW, h, d] in memory
-        return out.view(T, B, H, W, h * d).permute(0, 1, 4, 2, 3)
-    return out.reshape(T, B, h * d, H, W)
 
 
 class Matmul(nn.Module):
@@ -136,9 +120,15 @@ class DSSA(nn.Module):
         attn = self.activation_attn(attn)  # spikes
         scale2 = self._scale(self.firing_rate_attn, attn, N_kv)
         out = self.matmul2(y2, attn) * scale2  # [T, B, h, d, HW]
-        out = self.activation_out(heads_to_channels(out, H, W, like=x))  # [T, B, C, H, W]
+        out = self.activation_out(self.merge_heads(out, x))  # [T, B, C, H, W]
         out = self.norm_proj(self.Wproj(out)) + x  # [T, B, C, H, W]
         return (out, attn) if return_attention else out
+
+    @staticmethod
+    def merge_heads(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Heads ``[T, B, h, d, HW]`` back into the stream's shape ``[T, B, h*d, H, W]`` of
+        ``x``: head i fills channels i*d..(i+1)*d-1."""
+        return out.reshape(x.shape)  # [T, B, C, H, W]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, patch_size={self.patch_size}"
@@ -192,17 +182,17 @@ class SSA(nn.Module):
         self.dim, self.num_heads, self.patch_size = dim, num_heads, patch_size
         self.scale = SSA_SCALE
         self.activation_in = create_neuron(neuron) if input_neuron else nn.Identity()
-        self.q_conv, self.q_bn = _pointwise(dim, dim, qkv_bias), BN(dim)
+        self.q_conv, self.q_bn = conv1x1(dim, dim, qkv_bias), BN(dim)
         self.q_lif = create_neuron(neuron)
-        self.k_conv, self.k_bn = _pointwise(dim, dim, qkv_bias), BN(dim)
+        self.k_conv, self.k_bn = conv1x1(dim, dim, qkv_bias), BN(dim)
         self.k_lif = create_neuron(neuron)
-        self.v_conv, self.v_bn = _pointwise(dim, dim, qkv_bias), BN(dim)
+        self.v_conv, self.v_bn = conv1x1(dim, dim, qkv_bias), BN(dim)
         self.v_lif = create_neuron(neuron)
         self.matmul1 = SpikingMatmul("both")  # Q @ K^T
         self.matmul2 = SpikingMatmul("right")  # attn @ V
         self.attn_lif = create_neuron(neuron)
         self.attn_lif.v_threshold = SSA_ATTN_THRESHOLD
-        self.proj_conv = _pointwise(dim, dim, proj_bias)
+        self.proj_conv = conv1x1(dim, dim, proj_bias)
         self.proj_bn = BN(dim)
         self.proj_lif = create_neuron(neuron) if output_neuron else nn.Identity()
 

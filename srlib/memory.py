@@ -1,7 +1,7 @@
-"""Activation checkpointing per block: trade recomputation for training memory.
+"""Recomputing blocks in backward (activation checkpointing): less training memory.
 
 Training memory of a spiking network grows with T x batch x activations: every layer keeps its
-input (and each neuron its membrane potentials) for backward. :func:`checkpoint_blocks` wraps
+input (and each neuron its membrane potentials) for backward. :func:`recompute_blocks` wraps
 each block of a SpikingResformer (DSSA, GWFFN, downsampling) in SpikingJelly 2.0's
 ``memopt.checkpoint_module``: the block keeps only its input, and backward runs the block's
 forward again. SpikingJelly's wrapper recomputes with explicit neuron states and commits
@@ -26,12 +26,12 @@ from srlib.models.spikingresformer import GWFFN, DownsampleLayer
 _BLOCKS = (GWFFN, DownsampleLayer, *ATTENTIONS.values())
 
 
-def is_checkpointed(module: nn.Module) -> bool:
-    """True for a block wrapped by :func:`checkpoint_blocks`."""
+def is_recomputed(module: nn.Module) -> bool:
+    """True for a block wrapped by :func:`recompute_blocks`."""
     return hasattr(module, "_checkpoint_wrapped_module")
 
 
-def checkpoint_blocks(model: nn.Module, compress_spikes: bool = False) -> int:
+def recompute_blocks(model: nn.Module, compress_spikes: bool = False) -> int:
     """Wrap every DSSA, GWFFN and downsampling block of ``model`` in place.
 
     Args:
@@ -44,7 +44,7 @@ def checkpoint_blocks(model: nn.Module, compress_spikes: bool = False) -> int:
     compressor = memopt.BitSpikeCompressor() if compress_spikes else None
     count = 0
     for parent in list(model.modules()):
-        if is_checkpointed(parent):
+        if is_recomputed(parent):
             continue
         for name, child in list(parent.named_children()):
             if isinstance(child, _BLOCKS):
@@ -53,12 +53,12 @@ def checkpoint_blocks(model: nn.Module, compress_spikes: bool = False) -> int:
     return count
 
 
-def uncheckpoint_blocks(model: nn.Module) -> int:
-    """Undo :func:`checkpoint_blocks` in place; returns the number of blocks unwrapped."""
+def unwrap_recomputed_blocks(model: nn.Module) -> int:
+    """Undo :func:`recompute_blocks` in place; returns the number of blocks unwrapped."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if is_checkpointed(child):
+            if is_recomputed(child):
                 setattr(parent, name, child._checkpoint_wrapped_module)
                 count += 1
     return count
@@ -72,12 +72,12 @@ def _storage_key(tensor: torch.Tensor):
 def saved_activation_bytes(model: nn.Module, run) -> int:
     """Bytes kept alive for backward while ``run()`` (a forward, usually with backward) runs.
 
-    Counts every tensor autograd saves (each storage once) plus the inputs of checkpointed
+    Counts every tensor autograd saves (each storage once) plus the inputs of recomputed
     blocks, which is what such a block keeps instead. Parameters are left out. This is the
     activation part of training memory; it scales with batch x T.
 
     Args:
-        model: the model ``run`` calls (checkpointed blocks are found in it).
+        model: the model ``run`` calls (recomputed blocks are found in it).
         run: a callable running the forward (and backward) pass.
     """
     parameters = {_storage_key(p)[0] for p in model.parameters()}
@@ -96,7 +96,7 @@ def saved_activation_bytes(model: nn.Module, run) -> int:
                 pack(arg)
 
     handles = [m.register_forward_pre_hook(keep_inputs) for m in model.modules()
-               if is_checkpointed(m)]
+               if is_recomputed(m)]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             run()

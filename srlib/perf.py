@@ -1,28 +1,41 @@
-"""Speed options for training and inference: neuron kernels, memory layout, compile, allocator.
+"""Speed and memory options: one entry point, :func:`apply_perf_options`, and named presets.
 
-None of these change what the model computes (spikes are bitwise equal, gradients agree to
-rounding; ``tests/test_perf_options.py`` checks it) and none change the state dict, so
-checkpoints move freely between an optimised and a plain model. Measured effects are in
-``benchmarks/README.md``. The usual entry point is :func:`apply_perf_options`::
+The plain model (what :func:`srlib.create_model` builds and what a student reads) runs by
+default. Options swap in faster modules that compute the same numbers (spikes bitwise, gradients
+and running statistics to float rounding; ``tests/test_perf_options.py`` checks every one
+against the plain model) and keep the state dict, so checkpoints move freely between a fast
+and a plain model::
 
     model = srlib.create_model("spikingresformer_ti")
-    model = apply_perf_options(model, PerfOptions(neuron_kernel="fused-compiled"))
+    model = apply_perf_options(model, PerfOptions.best_for("cpu"))
 
-Neuron kernels (``set_neuron_kernel``), for the LIF neurons of a built model:
+Options (fields of :class:`PerfOptions`):
 
-- ``"spikingjelly"``: SpikingJelly's ``LIFNode`` (the default of :func:`srlib.neurons.lif`;
-  fused kernels on CUDA, step-by-step torch autograd on the CPU).
-- ``"fused"``: :class:`srlib.fused.FusedLIFNode`, one autograd node per layer on the CPU,
-  in-place eager kernels; SpikingJelly's kernels on CUDA.
-- ``"fused-compiled"``: the same with the passes compiled by ``torch.compile`` on the CPU.
-- ``"reference"``: :class:`srlib.neurons.ReferenceLIF`, the plain-torch teaching neuron (slow;
-  the "plain implementation" of the benchmarks).
+- ``neuron_kernel``: the LIF implementation. ``"spikingjelly"`` (the plain model's
+  ``LIFNode``: fused kernels on CUDA, step-by-step autograd ops on the CPU); ``"fused"``
+  (:class:`srlib.fused.FusedLIFNode`, one autograd node per layer on the CPU);
+  ``"fused-compiled"`` (the same compiled by ``torch.compile``; needs a C++ compiler, falls
+  back to ``"fused"`` with a warning); ``"reference"`` (:class:`srlib.neurons.ReferenceLIF`,
+  the slow plain-torch teaching neuron).
+- ``channels_last``: NHWC convolution weights and the NHWC-keeping variants of
+  :mod:`srlib.swaps`.
+- ``stem_once``: SpikingResformer's analog stem runs once per static image
+  (:class:`srlib.swaps.StemOnce`).
+- ``recompute``: every block recomputes its forward during backward (:mod:`srlib.memory`): less
+  memory, one more forward per step.
+- ``compile``: ``"model"`` compiles the whole model with ``torch.compile``.
+
+Process-wide settings are never changed by these options; :func:`tune_cpu_allocator` is a
+separate call. Measured effects are in ``benchmarks/README.md``.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import shutil
 import sys
+import warnings
 
 import torch
 from spikingjelly.activation_based import neuron, surrogate
@@ -30,13 +43,81 @@ from torch import nn
 
 from srlib.fused import FusedLIFNode
 from srlib.neurons import ReferenceLIF
+from srlib.swaps import CHANNELS_LAST_VARIANTS, StemOnce, channels_last_weight, swap_class
 
 NEURON_KERNELS = ("spikingjelly", "fused", "fused-compiled", "reference")
+COMPILE_MODES = ("none", "model")
+PRESETS = ("plain", "best")  # names accepted wherever options are given (configs, the CLI)
 
 # glibc mallopt parameters (malloc.h) and their defaults
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _TUNED_TRIM_THRESHOLD = 2**31 - 1  # keep freed memory in the process (bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfOptions:
+    """Speed and memory options; the defaults are the plain model (nothing swapped)."""
+
+    neuron_kernel: str = "spikingjelly"  # see NEURON_KERNELS
+    channels_last: bool = False  # NHWC convolutions, the stream kept NHWC (srlib.swaps)
+    stem_once: bool = False  # the analog stem once per static image (SpikingResformer only)
+    recompute: bool = False  # recompute each block in backward (srlib.memory): less memory
+    compile: str = "none"  # see COMPILE_MODES
+
+    def __post_init__(self):
+        if self.neuron_kernel not in NEURON_KERNELS:
+            raise ValueError(f"neuron_kernel must be one of {NEURON_KERNELS}, "
+                             f"got {self.neuron_kernel!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        for name in ("channels_last", "stem_once", "recompute"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @classmethod
+    def best_for(cls, device: str | torch.device) -> "PerfOptions":
+        """The fastest options that compute the same numbers on ``device``.
+
+        CPU (measured on this repository's 2-core machines, ``benchmarks/results/``): the
+        compiled fused LIF, channels-last and the stem once. CUDA (not yet measured here):
+        SpikingJelly's own CUDA neurons and the stem once, which only removes repeated work.
+        """
+        if torch.device(device).type == "cpu":
+            kernel = "fused-compiled" if cpp_compiler() is not None else "fused"
+            return cls(neuron_kernel=kernel, channels_last=True, stem_once=True)
+        return cls(stem_once=True)
+
+    @classmethod
+    def from_spec(cls, spec, device: str | torch.device = "cpu") -> "PerfOptions":
+        """Options from a preset name (``"plain"``, ``"best"``), a mapping of fields, or
+        :class:`PerfOptions` itself; ``"best"`` means :meth:`best_for` ``device``."""
+        if isinstance(spec, cls):
+            return spec
+        if isinstance(spec, str):
+            if spec not in PRESETS:
+                raise ValueError(f"perf options must be a preset {PRESETS} or a mapping of "
+                                 f"{[f.name for f in dataclasses.fields(cls)]}, got {spec!r}")
+            return cls.best_for(device) if spec == "best" else cls()
+        if isinstance(spec, dict):
+            fields = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(spec) - fields)
+            if unknown:
+                raise ValueError(f"unknown perf option(s) {unknown}; expected some of "
+                                 f"{sorted(fields)}")
+            return cls(**spec)
+        raise ValueError(f"perf options must be a preset {PRESETS}, a mapping or PerfOptions, "
+                         f"got {type(spec).__name__}")
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would use, or None if there is none."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler  # torch's own lookup
+
+        return shutil.which(get_cpp_compiler())
+    except Exception:  # a private API: any failure means "not usable"
+        return None
 
 
 def _lif_settings(module: nn.Module) -> dict | None:
@@ -46,7 +127,7 @@ def _lif_settings(module: nn.Module) -> dict | None:
             return None
         return dict(tau=module.tau, v_threshold=module.v_threshold, v_reset=module.v_reset,
                     alpha=module.alpha, decay_input=True)
-    if isinstance(module, neuron.LIFNode):
+    if type(module) in (neuron.LIFNode, FusedLIFNode):
         sg = module.surrogate_function
         if (module.v_reset is None or not module.detach_reset or type(sg) is not surrogate.ATan
                 or not isinstance(sg.alpha, (int, float))):
@@ -74,8 +155,9 @@ def _build_neuron(kernel: str, settings: dict) -> nn.Module:
 def set_neuron_kernel(model: nn.Module, kernel: str) -> int:
     """Replace every hard-reset ATan LIF neuron in ``model`` by the ``kernel`` implementation.
 
-    PLIF and IF neurons are left as they are. Neurons hold no parameters or buffers, so the
-    state dict is unchanged.
+    PLIF, IF and neurons with another surrogate (Spikformer's) are left as they are. Neurons
+    hold no parameters or buffers, so the state dict is unchanged. ``"fused-compiled"``
+    without a C++ compiler warns and takes ``"fused"``.
 
     Args:
         model: a built model (modified in place).
@@ -86,6 +168,10 @@ def set_neuron_kernel(model: nn.Module, kernel: str) -> int:
     """
     if kernel not in NEURON_KERNELS:
         raise ValueError(f"neuron kernel must be one of {NEURON_KERNELS}, got {kernel!r}")
+    if kernel == "fused-compiled" and cpp_compiler() is None:
+        warnings.warn("neuron_kernel 'fused-compiled' needs a C++ compiler (g++), none found: "
+                      "using 'fused'")
+        kernel = "fused"
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -96,13 +182,92 @@ def set_neuron_kernel(model: nn.Module, kernel: str) -> int:
     return count
 
 
+def use_channels_last(model: nn.Module) -> nn.Module:
+    """Store every 2-D convolution weight channels-last and swap in the NHWC-keeping variants
+    of batch norm, the spiking matmul and DSSA (:mod:`srlib.swaps`), in place.
+
+    A conv with a channels-last weight returns a channels-last output, and batch norm and the
+    neurons keep that layout, so activations follow without converting the input.
+    (``model.to(memory_format=...)`` cannot be used: DSSA's firing-rate buffers are 5-D.)
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.weight.data = channels_last_weight(module.weight.data)
+        variant = CHANNELS_LAST_VARIANTS.get(type(module))
+        if variant is not None:
+            swap_class(module, variant)
+    return model
+
+
+def run_stem_once(model: nn.Module) -> nn.Module:
+    """Make a SpikingResformer's analog stem run once per static image (:class:`StemOnce`).
+
+    Analysis hooks on the stem then see one step instead of T; :func:`as_defined` undoes it
+    for as long as counting needs.
+    """
+    from srlib.models import SpikingResformer
+
+    stem = getattr(model, "prologue", None)
+    if not isinstance(model, SpikingResformer) or type(stem) not in (nn.Sequential, StemOnce):
+        raise ValueError(f"{type(model).__name__} has no static analog stem to run once "
+                         "(only SpikingResformer has; Spikformer's stem holds neurons)")
+    swap_class(stem, StemOnce)
+    return model
+
+
+@contextlib.contextmanager
+def as_defined(model: nn.Module):
+    """Inside the block, ``model`` computes every step its definition computes (a stem running
+    once runs T times again), so operation counts do not depend on speed options."""
+    stems = [module for module in model.modules() if type(module) is StemOnce]
+    for stem in stems:
+        swap_class(stem, nn.Sequential)
+    try:
+        yield model
+    finally:
+        for stem in stems:
+            swap_class(stem, StemOnce)
+
+
+def apply_perf_options(model: nn.Module, options: PerfOptions | str | dict = "plain",
+                       device: str | torch.device | None = None) -> nn.Module:
+    """Apply ``options`` to ``model`` in place and return it: the one way in.
+
+    Call after moving the model to its device and before building the optimizer.
+
+    Args:
+        model: a built model.
+        options: :class:`PerfOptions`, a preset name (``"plain"``, ``"best"``) or a mapping.
+        device: the device ``"best"`` is chosen for (default: where the model's parameters
+            are).
+    """
+    if device is None:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else "cpu"
+    options = PerfOptions.from_spec(options, device)
+    set_neuron_kernel(model, options.neuron_kernel)
+    if options.channels_last:
+        use_channels_last(model)
+    if options.stem_once:
+        run_stem_once(model)
+    if options.recompute:
+        from srlib.memory import recompute_blocks
+
+        recompute_blocks(model)
+    if options.compile == "model":
+        model.compile()
+    return model
+
+
 def tune_cpu_allocator(enable: bool = True) -> bool:
     """Keep freed memory inside the process instead of returning it to the OS (glibc only).
 
-    glibc serves every allocation above 32 MiB with a fresh ``mmap``, so each large activation
-    of a CPU training step is page-faulted in and zero-filled again (on this repository's
-    2-core machine that made a 51 MB elementwise product 2.5x slower). With ``mmap`` turned off
-    and a high trim threshold, freed blocks are reused. The resident set then stays at its peak.
+    A process-wide setting, so it is never part of :class:`PerfOptions`: call it yourself (the
+    training config's ``tune_allocator`` does). glibc serves every allocation above 32 MiB
+    with a fresh ``mmap``, so each large activation of a CPU training step is page-faulted in
+    and zero-filled again (on this repository's 2-core machine that made a 51 MB elementwise
+    product 2.5x slower). With ``mmap`` off and a high trim threshold, freed blocks are reused;
+    the resident set then stays at its peak.
 
     Args:
         enable: ``True`` tunes, ``False`` restores glibc's defaults.
@@ -122,87 +287,6 @@ def tune_cpu_allocator(enable: bool = True) -> bool:
     return bool(mallopt(_M_TRIM_THRESHOLD, trim)) and bool(mallopt(_M_MMAP_MAX, mmap_max))
 
 
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """Store every 2-D convolution weight channels-last (NHWC), in place.
-
-    ``model.to(memory_format=...)`` cannot be used: DSSA's firing-rate buffers are 5-D. A conv
-    with a channels-last weight returns a channels-last output, and batch norm and the
-    neurons keep that layout, so activations follow without a separate input conversion.
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            module.weight.data = channels_last_weight(module.weight.data)
-    return model
-
-
-def channels_last_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` ``[O, I, kh, kw]`` in NHWC strides that convolutions recognise as such.
-
-    With one input channel per group (a 1-channel image's stem, depthwise convolutions) the
-    plain layout is already "channels-last contiguous", so ``.contiguous(channels_last)``
-    returns it unchanged and the convolution keeps its output NCHW; the 1-channel stem of the
-    Fashion-MNIST model then sent all of stage 0 down the slow mixed-layout path. The same
-    memory read with the input-channel stride set to 1 is unambiguously NHWC.
-    """
-    _, in_channels, kh, kw = weight.shape
-    if in_channels == 1:
-        return weight.contiguous().as_strided(weight.shape, (kh * kw, 1, kw, 1))
-    return weight.contiguous(memory_format=torch.channels_last)
-
-
-def set_stem_once(model: nn.Module, enable: bool = True) -> nn.Module:
-    """Run a SpikingResformer's analog stem once per static image instead of T times.
-
-    With direct encoding the stem (conv, BN, max-pool: no neuron) sees the same image at every
-    step, so its T outputs are equal: computing one and repeating it gives the same
-    activations, gradients and BN running statistics (the unbiased running-variance
-    correction uses the repeated count, as before). Sequence inputs ``[T, B, ...]`` (event
-    data) still run every step. Analysis hooks on the stem then see one step, not T.
-    """
-    if not hasattr(model, "stem_once"):
-        raise ValueError(f"{type(model).__name__} has no static analog stem to run once "
-                         "(only SpikingResformer has; Spikformer's stem holds neurons)")
-    model.stem_once = enable
-    return model
-
-
-@dataclasses.dataclass(frozen=True)
-class PerfOptions:
-    """Speed and memory options; defaults are the fastest ones that need no compiler."""
-
-    neuron_kernel: str = "fused"  # see NEURON_KERNELS
-    channels_last: bool = False  # NHWC convolutions (model weights; activations follow)
-    compile: bool = False  # torch.compile the whole model (in place: state-dict keys unchanged)
-    stem_once: bool = False  # run the stem once per static image, not T times (SpikingResformer)
-    checkpoint: bool = False  # recompute each block in backward (srlib.memory), less memory
-    tune_allocator: bool = True  # tune_cpu_allocator() when the model is on the CPU
-
-    def __post_init__(self):
-        if self.neuron_kernel not in NEURON_KERNELS:
-            raise ValueError(f"neuron_kernel must be one of {NEURON_KERNELS}, "
-                             f"got {self.neuron_kernel!r}")
-
-
-def apply_perf_options(model: nn.Module, options: PerfOptions = PerfOptions()) -> nn.Module:
-    """Apply ``options`` to ``model`` (in place) and return it.
-
-    Call after moving the model to its device and before building the optimizer's state.
-    """
-    set_neuron_kernel(model, options.neuron_kernel)
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if options.tune_allocator and on_cpu:
-        tune_cpu_allocator(True)
-    if options.channels_last:
-        to_channels_last(model)
-    if options.stem_once:
-        set_stem_once(model)
-    if options.checkpoint:
-        from srlib.memory import checkpoint_blocks
-        checkpoint_blocks(model)
-    if options.compile:
-        model.compile()
-    return model
-
-
-__all__ = ["NEURON_KERNELS", "PerfOptions", "apply_perf_options", "set_neuron_kernel",
-           "set_stem_once", "to_channels_last", "tune_cpu_allocator"]
+__all__ = ["COMPILE_MODES", "NEURON_KERNELS", "PRESETS", "PerfOptions", "apply_perf_options",
+           "as_defined", "cpp_compiler", "run_stem_once", "set_neuron_kernel",
+           "tune_cpu_allocator", "use_channels_last"]

@@ -154,3 +154,12 @@ def test_command_line_untrained_warning_and_image_folder(tmp_path, capsys):
     assert "image folder" in printed.out and "images 4, T = 4" in printed.out
     with pytest.raises(SystemExit):
         main(["--checkpoint", "x.pth", "--calibrate"])
+
+
+def test_cli_unknown_model_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "spikingresformer_xl"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown model 'spikingresformer_xl'" in error and "spikingresformer_ti" in error
+    assert "Traceback" not in error

@@ -90,8 +90,23 @@ def test_a_training_step_records_three_times_its_forward_flops():
     assert total == 3 * forward - stem_forward
 
 
+def test_modes_map_onto_perf_options(monkeypatch):
+    from srlib import perf
+    from srlib.perf import PerfOptions
+
+    monkeypatch.setattr(perf, "cpp_compiler", lambda: "/usr/bin/g++")
+    mode = bench.parse_mode("fused+channels_last+alloc")
+    assert mode == {"perf": PerfOptions(neuron_kernel="fused", channels_last=True),
+                    "bf16": False, "alloc": True, "threads1": False}
+    assert bench.parse_mode("best")["perf"] == PerfOptions.best_for("cpu")
+    assert bench.parse_mode("best+recompute")["perf"] == PerfOptions(
+        neuron_kernel="fused-compiled", channels_last=True, stem_once=True, recompute=True)
+    assert bench.parse_mode("spikingjelly")["perf"] == PerfOptions()  # the plain model
+
+
 def test_bad_modes_are_clear_errors():
-    with pytest.raises(ValueError, match="mode"):
-        bench.parse_mode("fused+warp_speed")
+    for bad in ("fused+warp_speed", "fused+reference", "best+plain"):
+        with pytest.raises(ValueError, match="mode"):
+            bench.parse_mode(bad)
     with pytest.raises(ValueError, match="compiled"):
         floor.measure(type("Args", (), dict(device="cpu", mode="spikingjelly+compile"))())

@@ -77,3 +77,25 @@ def test_recipe_builds_model_and_data(recipe, tmp_path, monkeypatch, imagenet_s_
     assert labels.dtype == torch.int64 and labels.max() < model.config.num_classes
     test_images, _ = next(iter(trainer.test_loader))
     assert test_images.shape[-2:] == (size, size)
+
+
+def test_the_default_recipe_is_trainconfig_s_defaults():
+    """One source of truth for the main job: configs/default.yaml lists every field of
+    TrainConfig with exactly its default value."""
+    import dataclasses
+
+    from srlib.train import TrainConfig
+
+    values = read_recipe(CONFIGS / "default.yaml")
+    assert list(values) == [field.name for field in dataclasses.fields(TrainConfig)]
+    assert load_config(CONFIGS / "default.yaml") == TrainConfig() == load_config()
+
+
+def test_recipes_ship_with_the_package_and_load_by_name():
+    from srlib.train.config import list_recipes
+
+    assert list_recipes() == [path.stem for path in RECIPES]
+    assert load_config("imagenet_ti") == load_config(CONFIGS / "imagenet_ti.yaml")
+    assert load_config("imagenet_ti.yaml").model == "spikingresformer_ti"
+    with pytest.raises(FileNotFoundError, match="shipped: cifar10, cifar100"):
+        load_config("imagenet_tiny")

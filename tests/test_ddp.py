@@ -34,7 +34,7 @@ def free_port() -> int:
 def options(tmp_path, batch_size: int) -> dict:
     return dict(name="ddp", output_dir=str(tmp_path / "runs"), data_root=str(tmp_path / "data"),
                 device="cpu", threads=1, batch_size=batch_size, epochs=1, lr=1e-2,
-                neuron_kernel="spikingjelly", progress=False, tensorboard=False)
+                perf="plain", progress=False, tensorboard=False)
 
 
 def one_step(tmp_path, batch_size: int) -> dict:

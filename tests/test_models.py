@@ -149,3 +149,15 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(out_cuda.cpu(), out, rtol=1e-7, atol=1e-8)
     for (key, a), b in zip(model.state_dict().items(), cuda_model.state_dict().values()):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-7, atol=1e-9, msg=key)
+
+
+def test_zoo_command_line_lists_models_with_their_counts(capsys):
+    from srlib.models.__main__ import main
+
+    main(["--models", "spikingresformer_ti", "spikingresformer_cifar"])
+    out = capsys.readouterr().out
+    assert "11,180,992" in out and "10,793,152" in out  # the authors' checkpoint layouts
+    assert "(1, 3, 224, 224)" in out and "(4, 1, 1000)" in out
+    with pytest.raises(SystemExit):
+        main(["--models", "spikingresformer_xxl"])
+    assert "unknown model(s) ['spikingresformer_xxl']" in capsys.readouterr().err

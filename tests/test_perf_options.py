@@ -1,5 +1,5 @@
-"""Speed and memory options (srlib.fused, srlib.perf, srlib.memory) compute what the plain model
-computes: spikes bitwise, gradients and buffers to rounding, state dicts unchanged."""
+"""Speed and memory options (srlib.fused, srlib.swaps, srlib.perf, srlib.memory) compute what the
+plain model computes: spikes bitwise, gradients and buffers to rounding, state dicts unchanged."""
 
 import copy
 import subprocess
@@ -12,12 +12,14 @@ from spikingjelly.activation_based import neuron, surrogate
 import srlib
 from oracles import lif_loop
 from srlib.fused import FusedLIFFunction, FusedLIFNode
-from srlib.layers import ChannelsLastGrad, SpikingMatmul, is_channels_last
-from srlib.memory import (checkpoint_blocks, is_checkpointed, saved_activation_bytes,
-                          uncheckpoint_blocks)
+from srlib.layers import BN, SpikingMatmul
+from srlib.memory import (is_recomputed, recompute_blocks, saved_activation_bytes,
+                          unwrap_recomputed_blocks)
 from srlib.neurons import ReferenceLIF, is_spiking_neuron, reset_states
-from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, set_neuron_kernel,
-                        set_stem_once, to_channels_last, tune_cpu_allocator)
+from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, as_defined,
+                        run_stem_once, set_neuron_kernel, tune_cpu_allocator, use_channels_last)
+from srlib.swaps import (ChannelsLastBN, ChannelsLastGrad, ChannelsLastSpikingMatmul, StemOnce,
+                         is_channels_last)
 
 TINY = dict(widths=(16, 32, 64), depths=(1, 1, 1), num_heads=(1, 2, 4), group_size=16, T=2,
             img_size=16)
@@ -210,29 +212,29 @@ def test_set_neuron_kernel_leaves_plif_alone():
         set_neuron_kernel(model, "triton")
 
 
-def test_checkpoint_blocks_keeps_results_buffers_and_keys():
+def test_recompute_blocks_keeps_results_buffers_and_keys():
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
     plain = tiny_model()
     wrapped = copy.deepcopy(plain)
     set_neuron_kernel(wrapped, "fused")  # the wrapper recomputes fused neurons correctly too
     blocks = sum(1 + 2 * depth for depth in plain.config.depths) - 1  # DSSA, GWFFN, downsample
-    assert checkpoint_blocks(wrapped) == blocks
-    assert checkpoint_blocks(wrapped) == 0  # idempotent
+    assert recompute_blocks(wrapped) == blocks
+    assert recompute_blocks(wrapped) == 0  # idempotent
     assert list(wrapped.state_dict()) == list(plain.state_dict())
     assert_same_training(train_twice(wrapped, x), train_twice(plain, x))
     wrapped.eval(), plain.eval()
     torch.testing.assert_close(wrapped(x), plain(x), rtol=1e-10, atol=1e-12)
     wrapped.load_state_dict(plain.state_dict())  # plain checkpoints load into it
-    assert uncheckpoint_blocks(wrapped) == blocks
-    assert not any(is_checkpointed(m) for m in wrapped.modules())
+    assert unwrap_recomputed_blocks(wrapped) == blocks
+    assert not any(is_recomputed(m) for m in wrapped.modules())
 
 
-def test_checkpoint_blocks_saves_memory():
+def test_recompute_blocks_saves_memory():
     """Autograd keeps far fewer bytes for backward with per-block recomputation."""
     x = torch.randn(2, 3, 16, 16)
     plain = tiny_model(torch.float32)
     wrapped = copy.deepcopy(plain)
-    checkpoint_blocks(wrapped)
+    recompute_blocks(wrapped)
     plain_bytes = saved_activation_bytes(plain, lambda: plain(x).sum().backward())
     wrapped_bytes = saved_activation_bytes(wrapped, lambda: wrapped(x).sum().backward())
     assert wrapped_bytes < 0.5 * plain_bytes
@@ -248,29 +250,30 @@ def test_saved_activation_bytes_counts_a_conv_input():
 def test_channels_last_keeps_results():
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
     plain = tiny_model()
-    nhwc = to_channels_last(copy.deepcopy(plain))
+    nhwc = use_channels_last(copy.deepcopy(plain))
     conv = nhwc.layers[0][1].up[1]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert type(nhwc.layers[0][1].up[2]) is ChannelsLastBN
+    assert list(nhwc.state_dict()) == list(plain.state_dict())
     assert_same_training(train_twice(nhwc, x), train_twice(plain, x))
 
 
 @pytest.mark.parametrize("in_channels", [3, 1])
 def test_channels_last_stream_stays_channels_last_with_the_same_results(in_channels):
-    """A channels-last model fed a channels-last image keeps every activation NHWC (no layout
-    copies between layers); outputs, attention maps, gradients and buffers equal NCHW's.
-    (32 x 32: no feature map is 1 x 1, where both layouts coincide.) A 1-channel image is
-    contiguous in both layouts: the stem's weight alone must make the stream NHWC."""
+    """A channels-last model fed a plain image keeps every activation after the stem's conv
+    NHWC (no layout copies between layers); outputs, attention maps, gradients and buffers
+    equal NCHW's. (32 x 32: no feature map is 1 x 1, where both layouts coincide.) A 1-channel
+    image is contiguous in both layouts: the stem's weight alone must make the stream NHWC."""
     x = torch.randn(2, in_channels, 32, 32, dtype=torch.float64) * 3
     plain = tiny_model(in_channels=in_channels)
-    nhwc = to_channels_last(copy.deepcopy(plain))
+    nhwc = use_channels_last(copy.deepcopy(plain))
     layouts = []
     for module in nhwc.modules():  # all but the stem's conv, which sees the repeated image
         if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d)) \
                 and module is not nhwc.prologue[0]:
             module.register_forward_pre_hook(
                 lambda m, args: layouts.append(is_channels_last(args[0])))
-    x_nhwc = x.contiguous(memory_format=torch.channels_last)
-    assert_same_training(train_twice(nhwc, x_nhwc), train_twice(plain, x))
+    assert_same_training(train_twice(nhwc, x), train_twice(plain, x))
     assert len(layouts) > 20 and all(layouts)
     plain.eval(), nhwc.eval()
     reset_states(plain), reset_states(nhwc)  # (neuron states keep the layout they were made in)
@@ -287,9 +290,11 @@ def test_spiking_matmul_with_a_column_major_operand():
     """The transposed product for a column-major right operand: same numbers, layout kept."""
     left, spikes = torch.randn(3, 5, 4), (torch.rand(3, 7, 4) < 0.3).float()
     right = spikes.mT  # [3, 4, 7], column-major
-    result = SpikingMatmul("right")(left, right)  # [3, 5, 7]
-    torch.testing.assert_close(result, left @ right.contiguous(), rtol=1e-6, atol=1e-6)
+    variant = ChannelsLastSpikingMatmul("right")
+    result = variant(left, right)  # [3, 5, 7]
+    torch.testing.assert_close(result, SpikingMatmul("right")(left, right), rtol=1e-6, atol=1e-6)
     assert result.stride(-2) == 1  # the result is column-major too
+    torch.testing.assert_close(variant(left, right.contiguous()), result, rtol=1e-6, atol=1e-6)
 
 
 def test_channels_last_grad_hands_on_nhwc_gradients():
@@ -309,9 +314,9 @@ def test_stem_once_keeps_results_and_running_statistics(variant, channels_last):
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
     torch.manual_seed(0)
     plain = srlib.create_model(variant, **{**TINY, "num_classes": 10}).double()
-    once = set_stem_once(copy.deepcopy(plain))
+    once = run_stem_once(copy.deepcopy(plain))
     if channels_last:
-        to_channels_last(once)
+        use_channels_last(once)
     seen = []
     once.prologue[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
     assert_same_training(train_twice(once, x), train_twice(plain, x))
@@ -331,7 +336,7 @@ def test_stem_once_lets_other_batch_norms_see_every_copy():
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
     torch.manual_seed(0)
     plain = srlib.create_model("spikingresformer_ti", **{**TINY, "num_classes": 10}).double()
-    once = set_stem_once(copy.deepcopy(plain))
+    once = run_stem_once(copy.deepcopy(plain))
     bn = once.prologue[1].bn
     once.prologue[1].bn = OtherBN(bn.num_features).double()
     once.prologue[1].bn.load_state_dict(bn.state_dict())
@@ -340,18 +345,52 @@ def test_stem_once_lets_other_batch_norms_see_every_copy():
 
 def test_stem_once_needs_a_spikingresformer():
     with pytest.raises(ValueError, match="no static analog stem"):
-        set_stem_once(srlib.create_model("spikformer_8_384", img_size=32, T=1))
+        run_stem_once(srlib.create_model("spikformer_8_384", img_size=32, T=1))
 
 
-def test_apply_perf_options_and_validation():
-    model = apply_perf_options(tiny_model(torch.float32),
-                               PerfOptions(neuron_kernel="fused", channels_last=True,
-                                           tune_allocator=False))
-    assert any(isinstance(m, FusedLIFNode) for m in model.modules())
-    assert model(torch.randn(1, 3, 16, 16)).shape == (2, 1, 10)
-    with pytest.raises(ValueError, match="neuron_kernel must be one of"):
-        PerfOptions(neuron_kernel="fast")
+def test_apply_perf_options_swaps_modules_and_keeps_the_state_dict():
+    """Every option at once (but compile): the same training and state dict as the plain
+    model; plain weights load into it and its weights load into a plain model."""
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64) * 3
+    plain = tiny_model()
+    fast = apply_perf_options(copy.deepcopy(plain), PerfOptions(
+        neuron_kernel="fused", channels_last=True, stem_once=True, recompute=True))
+    kinds = {type(m) for m in fast.modules()}
+    assert {FusedLIFNode, ChannelsLastBN, StemOnce} <= kinds and BN not in kinds
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    assert_same_training(train_twice(fast, x), train_twice(plain, x))
+    tiny_model().load_state_dict(fast.state_dict())
+    fast.load_state_dict(plain.state_dict())
+    assert apply_perf_options(tiny_model(), "plain").state_dict().keys() == \
+        plain.state_dict().keys()
+
+
+def test_perf_options_presets_and_validation(monkeypatch):
+    from srlib import perf
+
+    assert PerfOptions() == PerfOptions.from_spec("plain")  # the plain model: nothing swapped
+    monkeypatch.setattr(perf, "cpp_compiler", lambda: "/usr/bin/g++")
+    assert PerfOptions.best_for("cpu") == PerfOptions(
+        neuron_kernel="fused-compiled", channels_last=True, stem_once=True)
+    assert PerfOptions.from_spec("best", "cuda") == PerfOptions.best_for("cuda")
+    assert PerfOptions.from_spec({"stem_once": True}) == PerfOptions(stem_once=True)
+    for bad, message in [("fastest", "preset"), ({"speed": 11}, "unknown perf option"),
+                         ({"neuron_kernel": "fast"}, "neuron_kernel must be one of"),
+                         ({"compile": "yes"}, "compile must be one of"),
+                         ({"stem_once": "true"}, "stem_once must be true or false")]:
+        with pytest.raises(ValueError, match=message):
+            PerfOptions.from_spec(bad)
     assert set(NEURON_KERNELS) == {"spikingjelly", "fused", "fused-compiled", "reference"}
+
+
+def test_as_defined_runs_every_step_and_restores():
+    model = run_stem_once(tiny_model())
+    seen = []
+    model.prologue[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    with as_defined(model):
+        assert type(model.prologue) is torch.nn.Sequential
+        model(torch.randn(1, 3, 16, 16, dtype=torch.float64))
+    assert type(model.prologue) is StemOnce and seen == [2]  # T = 2 steps, as defined
 
 
 MALLINFO_SCRIPT = """
@@ -387,14 +426,14 @@ def test_tune_cpu_allocator_keeps_large_blocks_in_the_heap():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_fused_and_checkpointed_model_matches_cpu():
-    """On CUDA the fused node defers to SpikingJelly's kernels; checkpointing works there too."""
+def test_cuda_fused_and_recomputed_model_matches_cpu():
+    """On CUDA the fused node defers to SpikingJelly's kernels; recomputation works there too."""
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
     plain = tiny_model()
     want = train_twice(plain, x)
     model = tiny_model()
     set_neuron_kernel(model, "fused")
-    checkpoint_blocks(model)
+    recompute_blocks(model)
     model.to("cuda")
     got = [(out.cpu(), {k: v.cpu() for k, v in grads.items()},
             {k: v.cpu() for k, v in state.items()})

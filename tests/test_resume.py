@@ -23,8 +23,8 @@ def run_options(tmp_path, name: str) -> dict:
     data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
     return dict(name=name, output_dir=str(tmp_path / "runs"), data_root=str(data),
                 device="cpu", threads=1, batch_size=8, epochs=EPOCHS, lr=2e-3,
-                warmup_epochs=0.5, checkpoint_every=CHECKPOINT_EVERY,
-                neuron_kernel="spikingjelly", progress=False, tensorboard=False, plots=False,
+                warmup_epochs=0.5, save_every=CHECKPOINT_EVERY, augment=True,
+                perf="plain", progress=False, tensorboard=False, plots=False,
                 log_every=2,
                 mixup=0.4, cutmix=1.0)  # random draws in the loop must resume too
 

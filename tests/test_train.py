@@ -27,7 +27,7 @@ def tiny_config(tmp_path, **overrides):
     data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
     values = dict(name="tiny", output_dir=str(tmp_path / "runs"), data_root=str(data),
                   device="cpu", threads=1, batch_size=16, epochs=1, lr=1e-3, warmup_epochs=0,
-                  neuron_kernel="spikingjelly", progress=False, tensorboard=False)
+                  perf="plain", progress=False, tensorboard=False)
     values.update(overrides)
     return load_config(None, **values)
 
@@ -100,13 +100,15 @@ def test_one_step_changes_weights_and_lowers_the_loss(tmp_path):
 
 @pytest.mark.parametrize("kernel", ["spikingjelly", "fused"])
 def test_channels_last_training_step_matches_the_plain_one(tmp_path, kernel):
-    """--channels_last --stem_once: the same loss, gradients and running statistics after a
+    """perf channels_last + stem_once: the same loss, gradients and running statistics after a
     step as plain NCHW, with the stream in NHWC."""
+    from srlib.swaps import StemOnce, is_channels_last
+
     results = []
     for channels_last in (False, True):
-        trainer = Trainer(tiny_config(tmp_path / str(channels_last), neuron_kernel=kernel,
-                                      channels_last=channels_last, stem_once=channels_last))
-        assert trainer.model.stem_once == channels_last
+        perf = dict(neuron_kernel=kernel, channels_last=channels_last, stem_once=channels_last)
+        trainer = Trainer(tiny_config(tmp_path / str(channels_last), perf=perf))
+        assert isinstance(trainer.model.prologue, StemOnce) == channels_last
         trainer.train_loader.sampler.set_epoch(0)
         images, labels = next(iter(trainer.train_loader))
         inputs = []
@@ -114,7 +116,7 @@ def test_channels_last_training_step_matches_the_plain_one(tmp_path, kernel):
             lambda module, args: inputs.append(args[0]))
         result = trainer.train_step(images, labels)
         hook.remove()
-        assert srlib.layers.is_channels_last(inputs[0]) == channels_last
+        assert is_channels_last(inputs[0]) == channels_last
         grads = {name: p.grad for name, p in trainer.model.named_parameters()}
         results.append((result["loss"], grads, trainer.model.state_dict()))
     (loss_plain, grads_plain, state_plain), (loss_nhwc, grads_nhwc, state_nhwc) = results
@@ -157,7 +159,7 @@ def test_event_sequences_train_time_major_with_mixup(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, checkpoint_every=1, epochs=2))
+    trainer = Trainer(tiny_config(tmp_path, save_every=1, epochs=2))
     good_forward = trainer.network.forward
     calls = []
 
@@ -185,13 +187,14 @@ def test_device_is_an_argument():
 
 
 def test_compiled_neuron_kernel_falls_back_without_a_compiler(monkeypatch):
+    from srlib import perf
     from srlib.fused import FusedLIFNode
-    from srlib.train import setup
 
     model = srlib.create_model("spikingresformer_fmnist")
-    monkeypatch.setattr(setup, "cpp_compiler", lambda: None)
+    monkeypatch.setattr(perf, "cpp_compiler", lambda: None)
+    assert perf.PerfOptions.best_for("cpu").neuron_kernel == "fused"
     with pytest.warns(UserWarning, match="needs a C\\+\\+ compiler"):
-        assert setup.set_neuron_kernel(model, "fused-compiled") == "fused"
+        assert perf.set_neuron_kernel(model, "fused-compiled") > 0
     kernels = {m.kernel for m in model.modules() if isinstance(m, FusedLIFNode)}
     assert kernels == {"eager"}
 
@@ -206,8 +209,8 @@ def test_fp16_on_cpu_is_refused(tmp_path):
 def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['lr_peak'\].*valid keys"):
         make_config({"lr_peak": 1e-3})
-    with pytest.raises(ValueError, match="compile must be true or false"):
-        make_config({"compile": "False"})  # the type=bool pitfall: a string is not a bool
+    with pytest.raises(ValueError, match="augment must be true or false"):
+        make_config({"augment": "False"})  # the type=bool pitfall: a string is not a bool
     with pytest.raises(ValueError, match="amp must be one of"):
         make_config({"amp": "fp8"})
     recipe = tmp_path / "bad.yaml"
@@ -217,9 +220,9 @@ def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
 
 
 def test_cli_overrides_and_booleans(tmp_path):
-    config, _ = parse_config(["--epochs", "7", "--no-tensorboard", "--compile", "--betas", "0.8",
+    config, _ = parse_config(["--epochs", "7", "--no-tensorboard", "--augment", "--betas", "0.8",
                               "0.9", "--clip-grad", "none", "--data-root", str(tmp_path)])
-    assert (config.epochs, config.tensorboard, config.compile) == (7, False, True)
+    assert (config.epochs, config.tensorboard, config.augment) == (7, False, True)
     assert config.betas == (0.8, 0.9) and config.clip_grad is None
     assert config.data_root == str(tmp_path) and config.dataset == "fashion-mnist"
 
@@ -230,11 +233,35 @@ def test_cli_rejects_unknown_options(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "unknown option(s) --learning-rate" in error and "--lr" in error
-    with pytest.raises(SystemExit):  # booleans are flags: "--compile False" is not accepted
-        main(["--compile", "False"])
+    with pytest.raises(SystemExit):  # booleans are flags: "--augment False" is not accepted
+        main(["--augment", "False"])
     assert "unknown option(s) False" in capsys.readouterr().err
     assert main(["--epochs", "3", "--print-config"]) == 0
     assert "epochs: 3" in capsys.readouterr().out
+
+
+def test_cli_perf_options_presets_and_fields(capsys):
+    from srlib.perf import PerfOptions
+
+    assert parse_config([])[0].perf == "best"  # the main job's default
+    assert parse_config(["--perf", "plain"])[0].perf == "plain"
+    config, _ = parse_config(["--perf", "neuron_kernel=fused", "channels_last=true"])
+    assert config.perf == PerfOptions(neuron_kernel="fused", channels_last=True)
+    for bad in (["--perf", "fastest"], ["--perf", "neuron_kernel=triton"],
+                ["--perf", "speed=11"], ["--perf", "best", "stem_once=true"]):
+        with pytest.raises(SystemExit):
+            parse_config(bad)
+        assert "perf" in capsys.readouterr().err
+    assert main(["--perf", "stem_once=true", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "perf:\n  neuron_kernel: spikingjelly\n  channels_last: false\n  stem_once: true" in printed
+
+
+def test_cli_help_comes_from_field_metadata(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "the run folder is <output_dir>/<name>" in text and "--perf PERF [PERF ...]" in text
 
 
 @pytest.mark.slow
@@ -242,7 +269,7 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
     command = [sys.executable, "-m", "srlib.train", "--name", "cli", "--output-dir",
                str(tmp_path / "runs"), "--data-root", str(data), "--epochs", "2",
-               "--batch-size", "16", "--threads", "1", "--neuron-kernel", "spikingjelly",
+               "--batch-size", "16", "--threads", "1", "--perf", "plain",
                "--no-progress", "--resume", "auto"]  # nothing to resume: a fresh run
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -268,26 +295,23 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     assert not math.isnan(metrics["train_loss"].iloc[-1])
 
 
-def test_multithreaded_cpu_runs_on_a_busy_machine_restart_with_passive_openmp(monkeypatch):
+def test_openmp_waiting_changes_only_when_asked(monkeypatch):
     from srlib.train import __main__ as cli
 
     calls = []
     monkeypatch.setattr(cli.os, "execve", lambda *args: calls.append(args))
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # a quiet 2-core box
-    cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
-    assert calls == []  # spinning threads are faster there
-    monkeypatch.setattr(cli.os, "getloadavg", lambda: (6.0, 5.0, 5.0))  # every core busy
-    cli._restart_with_passive_openmp(make_config({"threads": 1, "device": "cpu"}))
-    assert calls == []  # one thread: nothing to wait for
-    cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (6.0, 5.0, 5.0))  # a busy machine
+    cli._restart_with_omp_wait_policy(make_config({"threads": 2}))
+    assert calls == []  # not asked: the process is left as it is
+    cli._restart_with_omp_wait_policy(make_config({"omp_wait_policy": "passive"}))
     assert len(calls) == 1 and calls[0][2]["OMP_WAIT_POLICY"] == "PASSIVE"
     assert calls[0][1][1:3] == ["-m", "srlib.train"]
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
-    cli._restart_with_passive_openmp(make_config({"threads": 2, "device": "cpu"}))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a value in the environment wins
+    cli._restart_with_omp_wait_policy(make_config({"omp_wait_policy": "passive"}))
     assert len(calls) == 1
+    with pytest.raises(ValueError, match="omp_wait_policy must be one of"):
+        make_config({"omp_wait_policy": "spin"})
 
 
 def test_setup_errors_give_exit_code_and_message(tmp_path, capsys):

@@ -22,10 +22,11 @@ import torch
 from srlib.analysis.calibrate import calibrate
 from srlib.analysis.energy import CONVENTIONS
 from srlib.analysis.profile import format_profile, profile_batches
+from srlib.checkpoint import load_checkpoint
+from srlib.data import DATASETS, build_dataset
+from srlib.data.transforms import imagenet_eval_transform
+from srlib.models import create_model, list_models
 
-CROP_PCT = 0.95  # the authors' ImageNet eval crop
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 UNTRAINED_WARNING = ("WARNING: no --checkpoint: the network is untrained, and an untrained "
                      "network barely fires (in eval mode, with fresh BN statistics, not at all; "
                      "--calibrate sets them from the first batch), so these SOPs and energies "
@@ -41,15 +42,11 @@ def random_batches(num_batches: int, batch_size: int, shape: tuple, seed: int):
 
 def image_folder(root: str, img_size: int):
     """An ImageFolder at ``root/val`` (or ``root``) with the authors' eval transform."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
+
     if os.path.isdir(os.path.join(root, "val")):
         root = os.path.join(root, "val")
-    transform = transforms.Compose([
-        transforms.Resize(int(img_size / CROP_PCT),
-                          interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(img_size), transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    return datasets.ImageFolder(root, transform=transform)
+    return datasets.ImageFolder(root, transform=imagenet_eval_transform(img_size))
 
 
 def build_batches(args, config):
@@ -59,13 +56,8 @@ def build_batches(args, config):
         shape = (config.in_channels, img_size, img_size)
         return (random_batches(args.batches, args.batch_size, shape, args.seed),
                 f"RANDOM INPUT: seeded uniform noise {shape} (seed {args.seed}), not data")
-    try:
-        from srlib import data as srlib_data  # written alongside; optional here
-    except ImportError:
-        srlib_data = None
-    if srlib_data is not None and not os.path.isdir(args.data):
-        dataset = srlib_data.build_dataset(args.data, root=args.data_root, train=False,
-                                           img_size=img_size)
+    if args.data in DATASETS:
+        dataset = build_dataset(args.data, root=args.data_root, train=False, img_size=img_size)
         description = f"{args.data} (eval split) at {img_size} px"
     elif os.path.isdir(args.data):
         dataset = image_folder(args.data, img_size)
@@ -111,14 +103,14 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.batches < 1 or args.batch_size < 1:
         parser.error("--batches and --batch-size must be >= 1")
+    if args.model not in list_models():
+        parser.error(f"unknown model {args.model!r}; expected one of {', '.join(list_models())}")
     if args.calibrate and args.checkpoint:
         parser.error("--calibrate would overwrite the checkpoint's BN statistics and rates")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    from srlib.checkpoint import load_checkpoint
-    from srlib.models import create_model
     args = parse_args(argv)
     model = create_model(args.model, num_classes=args.num_classes, img_size=args.img_size,
                          T=args.T)

@@ -22,6 +22,7 @@ figure is ``total / images`` exactly (the authors divide by the nominal batch si
 smaller last batch biases).
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srlib.layers import SpikingMatmul
+from srlib.perf import as_defined
 
 CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -171,11 +173,9 @@ class OpCounter:
 
     def attach(self) -> "OpCounter":
         if not self.hooks:
-            # a SpikingResformer running its stem once (srlib.perf.set_stem_once) would show the
-            # stem one step instead of T: count the model as it is defined, every step
-            self._stem_once = getattr(self.model, "stem_once", False)
-            if self._stem_once:
-                self.model.stem_once = False
+            # count the model as defined, every step, whatever speed options run it
+            self._defined = contextlib.ExitStack()
+            self._defined.enter_context(as_defined(self.model))
             for name, module, role in self._modules:
                 self.hooks.append(module.register_forward_hook(self._hook(name, role)))
             self.hooks.append(self.model.register_forward_pre_hook(self._count_images))
@@ -185,8 +185,8 @@ class OpCounter:
     def detach(self) -> "OpCounter":
         for hook in self.hooks:
             hook.remove()
-        if self.hooks and self._stem_once:
-            self.model.stem_once = True
+        if self.hooks:
+            self._defined.close()
         self.hooks.clear()
         return self
 

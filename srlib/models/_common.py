@@ -18,10 +18,11 @@ def check_input(x: torch.Tensor, in_channels: int, size_divisor: int) -> None:
 
 def to_time_major(x: torch.Tensor, in_channels: int, size_divisor: int, T: int) -> torch.Tensor:
     """Check a model's input (:func:`check_input`) and return it as ``[T, B, C, H, W]``: a
-    static batch ``[B, C, H, W]`` is repeated ``T`` times (direct encoding), a time-major
-    sequence ``[T, B, C, H, W]`` is returned as is.
+    static batch ``[B, C, H, W]`` is presented at every one of the ``T`` steps (direct
+    encoding; a view with a zero time stride, so every step is the very same tensor), a
+    time-major sequence ``[T, B, C, H, W]`` is returned as is.
     """
     check_input(x, in_channels, size_divisor)
     if x.dim() == 4:
-        x = x.unsqueeze(0).repeat(T, 1, 1, 1, 1)  # [T, B, C, H, W]
+        x = x.expand(T, *x.shape)  # [T, B, C, H, W], no copy
     return x

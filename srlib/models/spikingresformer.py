@@ -21,8 +21,8 @@ from spikingjelly.activation_based import layer
 from torch import nn
 
 from srlib.attention import create_attention
-from srlib.layers import BN, conv1x1, conv3x3, repeat_steps
-from srlib.models._common import check_input, to_time_major
+from srlib.layers import BN, conv1x1, conv3x3
+from srlib.models._common import to_time_major
 from srlib.neurons import create_neuron, reset_states
 
 STEMS = ("imagenet", "small")  # 7x7/2 conv + BN + 3x3/2 max-pool, or 3x3/1 conv + BN
@@ -138,9 +138,6 @@ class SpikingResformer(nn.Module):
     def __init__(self, config: SpikingResformerConfig):
         super().__init__()
         self.config = config
-        # speed option (srlib.perf.PerfOptions.stem_once): run the analog stem once for a
-        # static image and repeat its output over T; same results, 1/T of the stem's work
-        self.stem_once = False
         self.prologue = build_stem(config)
         self.layers = nn.Sequential()
         for stage, (width, depth) in enumerate(zip(config.widths, config.depths)):
@@ -176,16 +173,8 @@ class SpikingResformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages: ``[T, B, C_last, H/s, W/s]`` real-valued features."""
         reset_states(self)
-        if self.stem_once and x.dim() == 4:  # a static image: the stem's T steps are equal
-            check_input(x, self.config.in_channels, self.config.size_divisor)
-            x = x.unsqueeze(0)  # [1, B, C, H, W]
-            for module in self.prologue:
-                x = module.forward_repeated(x, self.config.T) if isinstance(module, BN) \
-                    else module(x)
-            x = repeat_steps(x, self.config.T)  # [T, B, C0, H/stem, W/stem]
-        else:
-            x = self.prologue(self.to_time_major(x))  # [T, B, C0, H/stem, W/stem]
-        return self.layers(x)
+        x = self.prologue(self.to_time_major(x))  # [T, B, C0, H/stem, W/stem]
+        return self.layers(x)  # [T, B, C_last, H/s, W/s]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(x).flatten(2)  # [T, B, C_last]
@@ -193,10 +182,6 @@ class SpikingResformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of parameters exempt from weight decay beyond norms and biases (PLIF's w)."""
-        return {name for name, p in self.named_parameters() if p.dim() == 0}
 
 
 # The zoo. Parameter counts (with BN affine) are checked against the authors' released

@@ -1,5 +1,5 @@
-"""Training: the engine (AMP, DDP through torchrun, exact resume, checkpoints, logging), its
-frozen config and the command line ``python -m srlib.train --config configs/<recipe>.yaml``.
+"""Training: the engine (AMP, DDP through torchrun, exact resume from the run state, logging),
+its frozen config and the command line ``python -m srlib.train --config <recipe>``.
 """
 
 from srlib.train.config import TrainConfig, load_config, make_config

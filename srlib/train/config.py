@@ -1,10 +1,14 @@
-"""The training configuration: one frozen dataclass; YAML recipes in ``configs/`` map 1:1 onto it.
+"""The training configuration: one frozen dataclass; YAML recipes map 1:1 onto its fields.
 
-``load_config(path, **overrides)`` reads a recipe, applies command-line overrides and checks
-every key: an unknown key is an error that lists the valid ones.
+``load_config(recipe, **overrides)`` reads a recipe, applies overrides and checks every key: an
+unknown key is an error that lists the valid ones. Recipes ship inside the package
+(``srlib.configs``, the repository's ``configs/`` folder): ``load_config("imagenet_ti")`` finds
+one by name, and any YAML file works by its path. :class:`TrainConfig`'s defaults ARE the main
+job's recipe, ``configs/default.yaml`` (``tests/test_configs.py`` keeps the two equal).
 """
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass
@@ -12,74 +16,100 @@ from pathlib import Path
 
 import yaml
 
+from srlib.perf import PRESETS, PerfOptions
+
 AMP_MODES = ("none", "bf16", "fp16")
 LOSSES = ("mean", "tet")
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+OMP_WAIT_POLICIES = ("passive", "active")
+RECIPES_PACKAGE = "srlib.configs"
+DEFAULT_RECIPE = "default"
+
+
+def option(default, help: str):
+    """A config field with its ``--help`` text (read by the command line)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Defaults are the Fashion-MNIST main job's."""
+    """Everything a training run depends on. Defaults are the main job's (default.yaml)."""
 
     # run
-    name: str = "fashion_mnist"  # the run folder is <output_dir>/<name>
-    output_dir: str = "runs"
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu", "cuda:1", ...
-    threads: int = 0  # torch CPU threads (intra-op); 0 keeps torch's default
-    deterministic: bool = False  # deterministic kernels (slower on GPU; CPU is already)
+    name: str = option("fashion_mnist", "the run folder is <output_dir>/<name>")
+    output_dir: str = option("runs", "folder of the run folders")
+    seed: int = option(0, "seeds data order, augmentation and initialisation")
+    device: str = option("auto", '"auto": CUDA when available, else the CPU; or "cpu", '
+                         '"cuda:1", ...')
+    threads: int = option(0, "torch CPU threads (intra-op); 0 keeps torch's default")
+    deterministic: bool = option(False, "deterministic kernels (slower on GPU; the CPU is "
+                                 "already)")
     # model
-    model: str = "spikingresformer_fmnist"
-    T: int = 4  # time steps (frames per sample for the event datasets)
-    img_size: int | None = None  # None: the dataset's size (32 for padded Fashion-MNIST)
-    num_classes: int | None = None  # None: the dataset's
-    pretrained: str | None = None  # transfer learning: start from these weights
-    pretrained_ignore: tuple[str, ...] = ("classifier.",)  # ...leaving out these key prefixes
+    model: str = option("spikingresformer_fmnist", "a name from srlib.list_models()")
+    T: int = option(4, "time steps (frames per sample for the event datasets)")
+    img_size: int | None = option(None, "input size; None: the dataset's (32 for padded "
+                                  "Fashion-MNIST)")
+    num_classes: int | None = option(None, "classifier outputs; None: the dataset's")
+    pretrained: str | None = option(None, "transfer learning: start from these weights")
+    pretrained_ignore: tuple[str, ...] = option(("classifier.",), "...leaving out these key "
+                                                "prefixes")
     # data
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None  # None: the dataset's default place (see srlib.data)
-    download: bool = False  # allow torchvision / SpikingJelly to download the dataset
-    workers: int = 0  # loader processes per training process
-    augment: bool = True  # the dataset's training augmentation (False: eval transform)
-    skip_corrupt: bool = False  # leave out unreadable images (image folders) with a warning
-    randaugment_n: int = 0  # RandAugment ops per image (ImageNet, CIFAR); 0: off
-    randaugment_m: int = 7  # RandAugment magnitude
-    color_jitter: float = 0.4  # ImageNet only
-    crop_pct: float = 0.95  # ImageNet eval: center crop of img_size out of img_size / crop_pct
-    max_train_samples: int | None = None  # train on a fixed random subset of this size
-    max_eval_samples: int | None = None  # evaluate on the first n items (None: all)
+    dataset: str = option("fashion-mnist", "fashion-mnist, imagenet, cifar10, cifar100, "
+                          "cifar10dvs or dvs128gesture")
+    data_root: str | None = option(None, "where the dataset lies; None: <data folder>/<dataset> "
+                                   "(srlib.paths.data_dir)")
+    download: bool = option(False, "allow torchvision / SpikingJelly to download the dataset")
+    workers: int = option(0, "loader processes per training process")
+    augment: bool = option(False, "the dataset's training augmentation (false: the eval "
+                           "transform)")
+    skip_corrupt: bool = option(False, "leave out unreadable images (image folders) with a "
+                                "warning")
+    randaugment_n: int = option(0, "RandAugment ops per image (ImageNet, CIFAR); 0: off")
+    randaugment_m: int = option(7, "RandAugment magnitude")
+    color_jitter: float = option(0.4, "colour jitter strength (ImageNet only)")
+    crop_pct: float = option(0.95, "ImageNet eval: center crop of img_size out of "
+                             "img_size / crop_pct")
+    max_train_samples: int | None = option(None, "train on a fixed random subset of this size")
+    max_eval_samples: int | None = option(None, "evaluate on the first n items (None: all)")
     # optimisation
-    epochs: int = 3
-    batch_size: int = 64  # per process; the global batch is batch_size * world size
-    eval_batch_size: int | None = None  # None: 2 * batch_size
-    lr: float = 3e-3  # peak learning rate, reached after the warm-up
-    min_lr: float = 1e-5  # end of the cosine decay
-    warmup_epochs: float = 0.25
-    warmup_lr: float = 1e-5  # learning rate at step 0
-    weight_decay: float = 0.01  # AdamW; never on norms, biases and other 1-d / 0-d parameters
-    betas: tuple[float, float] = (0.9, 0.999)
-    label_smoothing: float = 0.1
-    mixup: float = 0.0  # Mixup alpha (0: off)
-    cutmix: float = 0.0  # CutMix alpha (0: off)
-    mixup_switch_prob: float = 0.5  # with both on: probability of CutMix for a batch
-    loss: str = "mean"  # "mean": CE of the time-averaged logits; "tet": mean over t of CE
-    tet_lambda: float = 0.0  # TET's MSE regulariser weight ...
-    tet_phi: float = 1.0  # ... towards this constant
-    clip_grad: float | None = None  # max global gradient norm (None: no clipping)
-    amp: str = "none"  # "bf16" (CUDA or CPU) or "fp16" (CUDA, with a grad scaler)
-    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA/NCCL only)
-    compile: bool = False  # torch.compile the model (compiles on the first steps)
-    neuron_kernel: str = "spikingjelly"  # CPU LIF kernel: "fused" / "fused-compiled" (srlib.perf)
-    channels_last: bool = False  # NHWC memory format for the convolutions
-    stem_once: bool = False  # run the stem once per static image, not T times (same results)
-    # checkpoints and feedback
-    checkpoint_every: int = 0  # also save last.pth every this many steps (0: epoch ends only)
-    eval_every: int = 1  # evaluate every this many epochs (and always after the last)
-    resume: str | None = None  # a last.pth to continue from; "auto": this run's, if any
-    progress: bool = True  # tqdm progress bars
-    tensorboard: bool = True  # TensorBoard events in the run folder
-    plots: bool = True  # at the end: curves.png and the per-layer firing rates
-    log_every: int = 20  # steps between TensorBoard scalars
+    epochs: int = option(1, "training epochs")
+    batch_size: int = option(128, "per process; the global batch is batch_size x world size")
+    eval_batch_size: int | None = option(None, "None: 2 x batch_size")
+    lr: float = option(5e-3, "peak learning rate, reached after the warm-up")
+    min_lr: float = option(1e-5, "end of the cosine decay")
+    warmup_epochs: float = option(0.05, "linear warm-up from warmup_lr, in epochs")
+    warmup_lr: float = option(1e-5, "learning rate at step 0")
+    weight_decay: float = option(0.01, "AdamW; never on norms, biases and other 1-d / 0-d "
+                                 "parameters")
+    betas: tuple[float, float] = option((0.9, 0.999), "AdamW's betas")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy")
+    mixup: float = option(0.0, "Mixup alpha (0: off)")
+    cutmix: float = option(0.0, "CutMix alpha (0: off)")
+    mixup_switch_prob: float = option(0.5, "with both on: probability of CutMix for a batch")
+    loss: str = option("mean", '"mean": CE of the time-averaged logits; "tet": mean over t of '
+                       "CE")
+    tet_lambda: float = option(0.0, "TET's MSE regulariser weight ...")
+    tet_phi: float = option(1.0, "... towards this constant")
+    clip_grad: float | None = option(None, "max global gradient norm (None: no clipping)")
+    amp: str = option("none", '"bf16" (CUDA or CPU) or "fp16" (CUDA, with a grad scaler)')
+    sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA/NCCL only)")
+    # speed (results unchanged) and process settings (only when asked)
+    perf: PerfOptions | str = option("best", 'speed options (srlib.perf): "best" (the fastest '
+                                     'exact ones on the device), "plain", or a mapping of '
+                                     "PerfOptions fields")
+    tune_allocator: bool = option(False, "keep freed memory in the process (glibc; "
+                                  "srlib.perf.tune_cpu_allocator)")
+    omp_wait_policy: str | None = option(None, 'restart the CLI with OMP_WAIT_POLICY set: '
+                                         '"passive" on a machine whose cores are already busy')
+    # run state and feedback
+    save_every: int = option(100, "also save the run state (last.pth) every this many steps "
+                             "(0: at epoch ends only)")
+    eval_every: int = option(1, "evaluate every this many epochs (and always after the last)")
+    resume: str | None = option(None, 'a last.pth to continue from; "auto": this run\'s, if '
+                                "any")
+    progress: bool = option(True, "tqdm progress bars")
+    tensorboard: bool = option(True, "TensorBoard events in the run folder")
+    plots: bool = option(True, "at the end: curves.png and the per-layer firing rates")
+    log_every: int = option(20, "steps between steps.csv rows and TensorBoard scalars")
 
     def __post_init__(self):
         checks = [
@@ -93,20 +123,27 @@ class TrainConfig:
              f"label_smoothing must lie in [0, 1), got {self.label_smoothing}"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (self.T >= 1, f"T must be >= 1, got {self.T}"),
-            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (self.save_every >= 0, "save_every must be >= 0"),
+            (self.omp_wait_policy in (None, *OMP_WAIT_POLICIES),
+             f"omp_wait_policy must be one of {OMP_WAIT_POLICIES} or null, "
+             f"got {self.omp_wait_policy!r}"),
+            (isinstance(self.perf, PerfOptions) or self.perf in PRESETS,
+             f"perf must be a preset {PRESETS} or PerfOptions, got {self.perf!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
     def to_dict(self) -> dict:
-        """Plain types only (tuples become lists): safe for YAML and ``weights_only`` loads."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
-
-
-def _field_types() -> dict[str, type]:
-    return typing.get_type_hints(TrainConfig)
+        """Plain types only (tuples become lists, perf options a mapping): safe for YAML and
+        ``weights_only`` loads, and read back by :func:`make_config`."""
+        values = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, PerfOptions):
+                value = dataclasses.asdict(value)
+            values[field.name] = list(value) if isinstance(value, tuple) else value
+        return values
 
 
 def _coerce(key: str, value, hint):
@@ -114,8 +151,13 @@ def _coerce(key: str, value, hint):
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in typing.get_args(hint) and (
+                value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
             return None
+        if PerfOptions in args:  # a preset name, a mapping of fields, or the options
+            if isinstance(value, (dict, PerfOptions)):
+                return PerfOptions.from_spec(value)
+            return _coerce(key, value, str)
         return _coerce(key, value, args[0])
     if origin is tuple:
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -143,7 +185,7 @@ def _coerce(key: str, value, hint):
 def make_config(values: dict) -> TrainConfig:
     """A :class:`TrainConfig` from a dict (YAML keys use the field names; ``-`` and ``_`` are
     interchangeable). Unknown keys and ill-typed values raise ``ValueError``."""
-    hints = _field_types()
+    hints = typing.get_type_hints(TrainConfig)
     normalised = {str(key).replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(normalised) - set(hints))
     if unknown:
@@ -152,23 +194,40 @@ def make_config(values: dict) -> TrainConfig:
                           for key, value in normalised.items()})
 
 
-def read_recipe(path: str | Path) -> dict:
-    """The key -> value mapping of a YAML recipe."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist (recipes live in configs/)")
-    with open(path) as file:
-        values = yaml.safe_load(file) or {}
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with srlib (``configs/*.yaml``)."""
+    folder = importlib.resources.files(RECIPES_PACKAGE)
+    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def recipe_text(recipe: str | Path) -> tuple[str, str]:
+    """(where, YAML text) of a recipe given by file path or by shipped name."""
+    path = Path(recipe)
+    if path.is_file():
+        return str(path), path.read_text()
+    name = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") and name in list_recipes():
+        resource = importlib.resources.files(RECIPES_PACKAGE) / f"{name}.yaml"
+        return f"srlib recipe {name}", resource.read_text()
+    raise FileNotFoundError(f"recipe {recipe} is neither a YAML file nor a shipped recipe; "
+                            f"shipped: {', '.join(list_recipes())}")
+
+
+def read_recipe(recipe: str | Path) -> dict:
+    """The key -> value mapping of a YAML recipe (a file path or a shipped name)."""
+    where, text = recipe_text(recipe)
+    values = yaml.safe_load(text) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"recipe {path} must be a mapping of config keys to values")
+        raise ValueError(f"recipe {where} must be a mapping of config keys to values")
     return values
 
 
-def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
-    """Read a recipe (default: ``configs/default.yaml``) and apply ``overrides``."""
-    values = read_recipe(DEFAULT_RECIPE if path is None else path)
+def load_config(recipe: str | Path | None = None, **overrides) -> TrainConfig:
+    """Read a recipe (default: the main job's, ``default``) and apply ``overrides``."""
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    values = read_recipe(recipe)
     values.update(overrides)
     try:
         return make_config(values)
     except ValueError as error:
-        raise ValueError(f"{path or DEFAULT_RECIPE}: {error}") from None
+        raise ValueError(f"{recipe}: {error}") from None

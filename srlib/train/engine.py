@@ -6,11 +6,12 @@
 Each step: (Mixup/CutMix) -> model under autocast -> per-step logits [T, B, K] -> loss on their
 time-mean (or TET) -> backward (DDP averages gradients) -> optional clipping -> AdamW -> the
 per-iteration cosine schedule. Evaluation sums loss and correct counts over every process and
-every test item exactly once. Checkpoints (see :mod:`srlib.train.checkpointing`) hold
+every test item exactly once. The run state (see :mod:`srlib.train.run_state`) holds
 everything needed to resume bit for bit.
 """
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -23,18 +24,18 @@ from torch import nn
 from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
-from srlib import perf
 from srlib.checkpoint import load_checkpoint
 from srlib.data import build_loader, dataset_info, mixup_cutmix
-from srlib.train import checkpointing, distributed
+from srlib.perf import PerfOptions, apply_perf_options, tune_cpu_allocator
+from srlib.train import distributed, run_state
 from srlib.train.config import TrainConfig
 from srlib.train.metrics import RunLog, plot_run_curves
 from srlib.train.optim import CosineWarmupSchedule, build_optimizer, classification_loss
-from srlib.train.setup import build_datasets, build_model, seed_everything, set_neuron_kernel
+from srlib.train.setup import build_datasets, build_model, seed_everything
 
 # config fields that may differ between a run and its resumption without changing its course
 _RESUME_FREE = {"resume", "progress", "tensorboard", "plots", "log_every", "workers", "device",
-                "checkpoint_every", "eval_batch_size", "compile"}
+                "save_every", "eval_batch_size", "tune_allocator", "omp_wait_policy"}
 RATE_IMAGES = 512  # test images for the per-layer firing-rate table at the end of a run
 
 
@@ -46,14 +47,14 @@ def _bar_interval() -> dict:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or infinite; the run stops and keeps its last good run state."""
 
 
 class Trainer:
     """Builds a run from a :class:`TrainConfig` and trains it.
 
     Construction joins the process group (under torchrun), seeds, builds the datasets and
-    loaders, the model (on its device, DDP-wrapped and compiled as asked), AdamW, the schedule
+    loaders, the model (on its device, with its speed options, DDP-wrapped), AdamW, the schedule
     and the run folder, and resumes from ``config.resume`` if given. Then :meth:`fit` trains;
     :meth:`train_step`, :meth:`evaluate` and :meth:`save` are usable on their own.
 
@@ -107,32 +108,28 @@ class Trainer:
         self.epoch_stats = [0.0, 0.0, 0.0]  # loss sum, correct, count (this process)
         self.interval_stats = [0.0, 0.0, 0.0]  # the same since the last steps.csv row
         resume = config.resume
-        if resume == "auto":  # continue this run if it has a checkpoint, else start afresh
-            last = self.run_dir / checkpointing.LAST
+        if resume == "auto":  # continue this run if it has a run state, else start afresh
+            last = self.run_dir / run_state.LAST
             resume = str(last) if last.is_file() else None
         if resume:
             self.resume(resume)
 
     def _build_model(self) -> None:
         config = self.config
-        self.model = build_model(config, self.device)  # the plain module: state dicts, eval
-        if config.neuron_kernel != "spikingjelly" and self.device.type == "cpu":
-            set_neuron_kernel(self.model, config.neuron_kernel)  # CUDA has its own kernels
-        if config.channels_last:  # (model.to(memory_format=...) fails on DSSA's 5-d buffers)
-            perf.to_channels_last(self.model)
-        if config.stem_once:
-            perf.set_stem_once(self.model)
+        self.model = build_model(config, self.device)  # state dicts and evaluation use it
+        self.perf = PerfOptions.from_spec(config.perf, self.device)
+        if config.tune_allocator and self.device.type == "cpu":
+            tune_cpu_allocator(True)
+        apply_perf_options(self.model, self.perf)  # swaps modules: state-dict keys stay
         if config.sync_bn and self.context.enabled:
             if self.device.type != "cuda":
                 raise ValueError("sync_bn needs CUDA processes (NCCL); gloo on CPU has no "
                                  "SyncBatchNorm")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        network = self.model
+        self.network = self.model
         if self.context.enabled:
-            network = nn.parallel.DistributedDataParallel(
+            self.network = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.network = torch.compile(network) if config.compile else network
-        self.eval_network = torch.compile(self.model) if config.compile else self.model
 
     def _autocast(self):
         if self.config.amp == "none":
@@ -141,13 +138,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _to_device(self, images: torch.Tensor, labels: torch.Tensor):
-        images = images.to(self.device, non_blocking=True)
-        if self.config.channels_last and images.dim() == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        elif self.config.channels_last and images.dim() == 5:  # [T, B, C, H, W] per step
-            images = images.flatten(0, 1).contiguous(
-                memory_format=torch.channels_last).unflatten(0, images.shape[:2])
-        return images, labels.to(self.device, non_blocking=True)
+        return (images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True))
 
     def _mix(self, images: torch.Tensor, labels: torch.Tensor):
         """Mixup/CutMix on the batch axis (time-major sequences are mixed batch-first)."""
@@ -177,8 +169,8 @@ class Trainer:
         if not math.isfinite(distributed.all_reduce_sum([value], self.device)[0]):
             raise NonFiniteLossError(
                 f"non-finite loss ({value} on rank {self.context.rank}) at epoch "
-                f"{self.epoch + 1}, step {self.step + 1}: stopping. The last good checkpoint "
-                f"is {self.run_dir / checkpointing.LAST}; try a lower lr, clip_grad or "
+                f"{self.epoch + 1}, step {self.step + 1}: stopping. The last good run state "
+                f"is {self.run_dir / run_state.LAST}; try a lower lr, clip_grad or "
                 "amp='none'.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -222,9 +214,9 @@ class Trainer:
                     "step": self.step, "epoch": epoch + self.epoch_step / self.steps_per_epoch,
                     "lr": lr, "train_loss": loss_sum / count, "train_acc": 100 * correct / count,
                     "img_per_s": rate})
-            if (config.checkpoint_every and self.step % config.checkpoint_every == 0
+            if (config.save_every and self.step % config.save_every == 0
                     and self.epoch_step < self.steps_per_epoch):
-                self.save(checkpointing.LAST)
+                self.save(run_state.LAST)
         bar.close()
         loss_sum, correct, count = distributed.all_reduce_sum(self.epoch_stats, self.device)
         return {"train_loss": loss_sum / count, "train_acc": 100 * correct / count,
@@ -242,7 +234,7 @@ class Trainer:
                                    **_bar_interval()):
             images, labels = self._to_device(images, labels)
             with self._autocast():
-                logits = self.eval_network(images).float().mean(0)  # [B, K]
+                logits = self.model(images).float().mean(0)  # [B, K]
             top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # [B, 5]
             totals[0] += F.cross_entropy(logits, labels, reduction="sum").item()
             totals[1] += (top5[:, 0] == labels).sum().item()
@@ -253,11 +245,11 @@ class Trainer:
                 "test_acc5": 100 * top5 / count}
 
     def save(self, name: str) -> None:
-        """Write a run checkpoint into the run folder (gathers RNG states from all ranks)."""
-        processes = checkpointing.gather_process_states(self.epoch_stats,
+        """Write the run state into the run folder (gathers RNG states from all ranks)."""
+        processes = run_state.gather_process_states(self.epoch_stats,
                                                         self.interval_stats)
         if self.context.is_main:
-            checkpointing.save_run_checkpoint(
+            run_state.save_run_state(
                 self.run_dir / name, model=self.model, optimizer=self.optimizer,
                 scheduler=self.schedule, scaler=self.scaler, epoch=self.epoch,
                 epoch_step=self.epoch_step, step=self.step, best_acc1=self.best_acc1,
@@ -266,26 +258,26 @@ class Trainer:
         distributed.barrier()
 
     def resume(self, path) -> None:
-        """Continue from a run checkpoint: weights, optimizer, schedule, position, RNG."""
-        checkpoint = checkpointing.load_run_checkpoint(path)
-        saved = checkpoint["config"]
+        """Continue from a run state: weights, optimizer, schedule, position, RNG."""
+        state = run_state.load_run_state(path)
+        saved = state["config"]
         changed = sorted(key for key, value in self.config.to_dict().items()
                          if key not in _RESUME_FREE and saved.get(key, value) != value)
         if changed and self.context.is_main:
             warnings.warn(f"resuming {path} with a different {', '.join(changed)}: the run "
                           "will not match an uninterrupted one")
-        load_checkpoint(self.model, checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.schedule.load_state_dict(checkpoint["scheduler"])
-        if checkpoint.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        self.epoch, self.epoch_step = checkpoint["epoch"], checkpoint["epoch_step"]
-        self.step, self.best_acc1 = checkpoint["step"], checkpoint["best_acc1"]
-        self.best_step = checkpoint.get("best_step")
-        processes = checkpoint["processes"]
+        load_checkpoint(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.epoch_step = state["epoch"], state["epoch_step"]
+        self.step, self.best_acc1 = state["step"], state["best_acc1"]
+        self.best_step = state.get("best_step")
+        processes = state["processes"]
         if len(processes) == self.context.world_size:
             own = processes[self.context.rank]
-            checkpointing.set_rng_state(own["rng"])
+            run_state.set_rng_state(own["rng"])
             self.epoch_stats = list(own["epoch_stats"])
             self.interval_stats = list(own["interval_stats"])
         else:
@@ -304,6 +296,10 @@ class Trainer:
                   f"({len(self.train_set)} train / {len(self.test_set)} test), device "
                   f"{self.device}, {self.context.world_size} process(es), "
                   f"{self.steps_per_epoch} steps/epoch, run folder {self.run_dir}")
+            changed = {f.name: getattr(self.perf, f.name) for f in dataclasses.fields(self.perf)
+                       if getattr(self.perf, f.name) != f.default}
+            print(f"[srlib.train] speed options ({config.perf!r}): "
+                  + (", ".join(f"{key}={value}" for key, value in changed.items()) or "none"))
         row = {}
         for epoch in range(self.epoch, config.epochs):
             start = time.perf_counter()
@@ -313,13 +309,13 @@ class Trainer:
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 row.update(self.evaluate())
                 improved = self.best_step is None or row["test_acc"] > self.best_acc1
-                if improved:  # updated before saving: checkpoints hold the real best
+                if improved:  # updated before saving: the saved run state holds the real best
                     self.best_acc1, self.best_step = row["test_acc"], self.step
             row.update(step=self.step, epoch_time_s=time.perf_counter() - start)
             self.epoch, self.epoch_step, self.epoch_stats = epoch + 1, 0, [0.0, 0.0, 0.0]
-            self.save(checkpointing.LAST)
+            self.save(run_state.LAST)
             if improved:
-                self.save(checkpointing.BEST)
+                self.save(run_state.BEST)
             self.log.epoch(row)
             if main:
                 print(_summary(row, config.epochs, self.best_acc1))

@@ -1,9 +1,7 @@
-"""Building a run's parts from its config: seeds, the model (with its CPU neuron kernel and
-optional transfer weights) and the train/test datasets."""
+"""Building a run's parts from its config: seeds, the model (with optional transfer weights)
+and the train/test datasets."""
 
 import random
-import shutil
-import warnings
 
 import numpy as np
 import torch
@@ -34,32 +32,6 @@ def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
     if config.pretrained:
         load_checkpoint(model, config.pretrained, ignore=tuple(config.pretrained_ignore))
     return model.to(device)
-
-
-def cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend would use, or None if there is none."""
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler  # torch's own lookup
-
-        return shutil.which(get_cpp_compiler())
-    except Exception:  # a private API: any failure means "not usable"
-        return None
-
-
-def set_neuron_kernel(model: nn.Module, kernel: str) -> str:
-    """Swap the LIF neurons' kernel (:mod:`srlib.perf`); returns the kernel in use.
-
-    ``"fused-compiled"`` needs a C++ compiler (torch.compile's CPU backend); without one the
-    run warns and takes the eager ``"fused"`` kernel instead.
-    """
-    from srlib import perf
-
-    if kernel == "fused-compiled" and cpp_compiler() is None:
-        warnings.warn("neuron_kernel 'fused-compiled' needs a C++ compiler (g++), none found: "
-                      "using 'fused'")
-        kernel = "fused"
-    perf.set_neuron_kernel(model, kernel)
-    return kernel
 
 
 def build_datasets(config: TrainConfig):

@@ -1,6 +1,6 @@
 """Print the model zoo: every registered model with its parameter counts and output shape.
 
-Run as ``python -m srlib.zoo``.
+Run as ``python -m srlib.models`` (``--models spikingresformer_ti spikformer_8_384`` for some).
 """
 
 import argparse
@@ -35,9 +35,13 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m srlib.models",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="names to show (default: all)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.models or ()) - set(list_models()))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; expected some of {', '.join(list_models())}")
     print(format_table(zoo_rows(args.models)))
 
 

@@ -1,6 +1,6 @@
-"""Run checkpoints: everything needed to continue a run exactly where it stopped.
+"""Run state: everything needed to continue a run exactly where it stopped.
 
-A run checkpoint is a dict of plain types and tensors (so ``torch.load(weights_only=True)``,
+The run state (``last.pth``, ``best.pth``) is a dict of plain types and tensors (so ``torch.load(weights_only=True)``,
 which :func:`srlib.checkpoint.read_checkpoint` uses, reads it):
 
     model       the model's state dict (no DDP / compile prefixes)
@@ -15,7 +15,8 @@ which :func:`srlib.checkpoint.read_checkpoint` uses, reads it):
     config      TrainConfig.to_dict()  world_size  processes that wrote it
 
 Files are written by :func:`srlib.checkpoint.atomic_save` (temporary file, then rename), so a
-run killed during a save keeps its previous checkpoint.
+run killed during a save keeps its previous run state. Its ``model`` entry is a checkpoint
+(the model's weights) that :func:`srlib.load_checkpoint` reads directly.
 """
 
 import random
@@ -27,8 +28,8 @@ import torch.distributed as dist
 
 from srlib.checkpoint import atomic_save, read_checkpoint
 
-LAST = "last.pth"  # the checkpoint to resume from
-BEST = "best.pth"  # the checkpoint with the best test accuracy
+LAST = "last.pth"  # the run state to resume from
+BEST = "best.pth"  # the run state with the best test accuracy
 
 
 def rng_state() -> dict:
@@ -51,7 +52,7 @@ def set_rng_state(state: dict) -> None:
         if len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         else:
-            warnings.warn("the checkpoint's CUDA generator states are for "
+            warnings.warn("the run state's CUDA generator states are for "
                           f"{len(state['cuda'])} devices, this machine has "
                           f"{torch.cuda.device_count()}: CUDA generators not restored")
     numpy_state = state["numpy"]
@@ -75,11 +76,11 @@ def gather_process_states(epoch_stats: list[float], interval_stats: list[float])
     return states
 
 
-def save_run_checkpoint(path, *, model, optimizer, scheduler, scaler, epoch: int,
+def save_run_state(path, *, model, optimizer, scheduler, scaler, epoch: int,
                         epoch_step: int, step: int, best_acc1: float, best_step: int | None,
                         processes: list[dict], config: dict,
                         world_size: int) -> None:
-    """Write a run checkpoint atomically (call on the main process only)."""
+    """Write the run state atomically (call on the main process only)."""
     atomic_save({
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -91,13 +92,13 @@ def save_run_checkpoint(path, *, model, optimizer, scheduler, scaler, epoch: int
     }, path)
 
 
-def load_run_checkpoint(path) -> dict:
-    """Read a run checkpoint (``weights_only``) and check that it is one."""
-    checkpoint = read_checkpoint(path)
+def load_run_state(path) -> dict:
+    """Read a run state (``weights_only``) and check that it is one."""
+    state = read_checkpoint(path)
     required = {"model", "optimizer", "scheduler", "epoch", "epoch_step", "step", "processes",
                 "best_acc1", "config"}
-    missing = sorted(required - set(checkpoint))
+    missing = sorted(required - set(state))
     if missing:
-        raise ValueError(f"{path} is not a run checkpoint of srlib.train (missing {missing}); "
+        raise ValueError(f"{path} is not a run state of srlib.train (missing {missing}); "
                          "to start from a model's weights only, use pretrained=<path>")
-    return checkpoint
+    return state
