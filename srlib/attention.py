@@ -171,30 +171,32 @@ class SSA(nn.Module):
             (Spikformer's ``proj_lif``); SpikingResformer's branches end in BN.
         qkv_bias: biases on the Q, K, V projections (the public CIFAR code's ``nn.Linear``).
         proj_bias: bias on the output projection (both public Spikformer codes have one).
+        surrogate: the neurons' surrogate gradient (:data:`srlib.neurons.SURROGATES`);
+            Spikformer's own is ``"sigmoid"``.
     """
 
     def __init__(self, dim: int, num_heads: int, patch_size: int = 1, neuron: str = "lif", *,
                  input_neuron: bool = True, output_neuron: bool = False, qkv_bias: bool = False,
-                 proj_bias: bool = False):
+                 proj_bias: bool = False, surrogate: str = "atan"):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.dim, self.num_heads, self.patch_size = dim, num_heads, patch_size
         self.scale = SSA_SCALE
-        self.activation_in = create_neuron(neuron) if input_neuron else nn.Identity()
+        self.activation_in = create_neuron(neuron, surrogate) if input_neuron else nn.Identity()
         self.q_conv, self.q_bn = conv1x1(dim, dim, qkv_bias), BN(dim)
-        self.q_lif = create_neuron(neuron)
+        self.q_lif = create_neuron(neuron, surrogate)
         self.k_conv, self.k_bn = conv1x1(dim, dim, qkv_bias), BN(dim)
-        self.k_lif = create_neuron(neuron)
+        self.k_lif = create_neuron(neuron, surrogate)
         self.v_conv, self.v_bn = conv1x1(dim, dim, qkv_bias), BN(dim)
-        self.v_lif = create_neuron(neuron)
+        self.v_lif = create_neuron(neuron, surrogate)
         self.matmul1 = SpikingMatmul("both")  # Q @ K^T
         self.matmul2 = SpikingMatmul("right")  # attn @ V
-        self.attn_lif = create_neuron(neuron)
+        self.attn_lif = create_neuron(neuron, surrogate)
         self.attn_lif.v_threshold = SSA_ATTN_THRESHOLD
         self.proj_conv = conv1x1(dim, dim, proj_bias)
         self.proj_bn = BN(dim)
-        self.proj_lif = create_neuron(neuron) if output_neuron else nn.Identity()
+        self.proj_lif = create_neuron(neuron, surrogate) if output_neuron else nn.Identity()
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, B, C, H, W]`` -> ``[T, B, h, N, d_h]`` (head i = channels i*d_h..)."""

@@ -35,9 +35,9 @@ from spikingjelly.activation_based import layer
 from torch import nn
 
 from srlib.attention import SSA
-from srlib.layers import BN, conv3x3
+from srlib.layers import BN, conv1x1, conv3x3
 from srlib.models._common import to_time_major
-from srlib.neurons import SURROGATES, create_neuron, reset_states, set_surrogate
+from srlib.neurons import SURROGATES, create_neuron, reset_states
 
 STEM_POOLS = {  # after which of the four SPS convs a 3x3/2 max-pool follows
     "imagenet": (True, True, True, True),  # 16x downsampling: 224 px -> 14 x 14 tokens
@@ -88,11 +88,6 @@ class SpikformerConfig:
         return 2 ** sum(STEM_POOLS[self.stem])
 
 
-def _pointwise(in_channels: int, out_channels: int) -> nn.Module:
-    """1x1 convolution with bias (the public code's per-token Conv / Linear), multi-step."""
-    return layer.Conv2d(in_channels, out_channels, kernel_size=1, bias=True, step_mode="m")
-
-
 class SPS(nn.Module):
     """Spiking Patch Splitting stem: ``[T, B, C_in, H, W]`` -> ``[T, B, D, H/s, W/s]``.
 
@@ -125,9 +120,9 @@ class MLP(nn.Module):
     def __init__(self, dim: int, ratio: int = 4, neuron: str = "lif", surrogate: str = "sigmoid"):
         super().__init__()
         hidden = dim * ratio
-        self.fc1_conv, self.fc1_bn = _pointwise(dim, hidden), BN(hidden)
+        self.fc1_conv, self.fc1_bn = conv1x1(dim, hidden, bias=True), BN(hidden)
         self.fc1_lif = create_neuron(neuron, surrogate)
-        self.fc2_conv, self.fc2_bn = _pointwise(hidden, dim), BN(dim)
+        self.fc2_conv, self.fc2_bn = conv1x1(hidden, dim, bias=True), BN(dim)
         self.fc2_lif = create_neuron(neuron, surrogate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,8 +142,8 @@ class SpikformerBlock(nn.Module):
             self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS).requires_grad_(False)
         # the stream is already a sum of spikes: no input neuron (unlike inside SpikingResformer)
         self.attn = SSA(dim, config.num_heads, neuron=config.neuron, input_neuron=False,
-                        output_neuron=True, qkv_bias=config.qkv_bias, proj_bias=True)
-        set_surrogate(self.attn, config.surrogate)  # SSA builds its neurons with the default
+                        output_neuron=True, qkv_bias=config.qkv_bias, proj_bias=True,
+                        surrogate=config.surrogate)
         if config.unused_norms:
             self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS).requires_grad_(False)
         self.mlp = MLP(dim, config.mlp_ratio, config.neuron, config.surrogate)
