@@ -47,7 +47,7 @@ def test_layout_and_pixels(tmp_path, source):
 def test_imagenet_dataset_reads_it(tmp_path, source):
     root = write_standin_imagenet(tmp_path / "standin", num_classes=10, train_per_class=4,
                                   val_per_class=2, img_size=40, source_root=source)
-    train = build_dataset("imagenet", root, True, 32, randaugment_n=2)
+    train = build_dataset("imagenet", root, True, 32, auto_augment="rand-m7-mstd0.5-inc1")
     val = build_dataset("imagenet", root, False, 32)
     assert len(train) == 40 and len(val) == 20
     assert train.classes == class_folder_names(10)

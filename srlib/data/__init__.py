@@ -79,7 +79,8 @@ def build_dataset(name: str, root=None, train: bool = True, img_size: int | None
         train: training split (with augmentation) or evaluation split.
         img_size: input size; ``None`` takes the paper's size for the dataset.
         **options: dataset-specific options (see :func:`dataset_options`), e.g.
-            ``download=True``, ``skip_corrupt=True``, ``T=16``, ``randaugment_m=9``.
+            ``download=True``, ``skip_corrupt=True``, ``T=16``,
+            ``auto_augment="rand-m9-mstd0.5-inc1"``.
     """
     info = dataset_info(name)
     unknown = set(options) - dataset_options(name)

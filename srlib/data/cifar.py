@@ -10,6 +10,7 @@ from pathlib import Path
 from torchvision import datasets
 
 from srlib.data.transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD,
+                                   CIFAR_AUTO_AUGMENT, CIFAR_CROP_PCT, check_auto_augment,
                                    cifar_transform)
 from srlib.paths import data_dir
 
@@ -20,9 +21,10 @@ _VARIANTS = {  # name -> (torchvision class, folder inside root, mean, std, clas
 
 
 def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_size: int = 32,
-          download: bool = False, randaugment_n: int = 1, randaugment_m: int = 7,
-          augment: bool | None = None):
-    """CIFAR-10/100 with the paper's CIFAR transforms (see :func:`cifar_transform`).
+          download: bool = False, auto_augment: str | None = CIFAR_AUTO_AUGMENT,
+          color_jitter: float = 0.0, random_erasing: float = 0.0,
+          crop_pct: float = CIFAR_CROP_PCT, augment: bool | None = None):
+    """CIFAR-10/100 with the authors' CIFAR transforms (see :func:`cifar_transform`).
 
     Args:
         name: ``"cifar10"`` or ``"cifar100"``.
@@ -30,8 +32,16 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
         train: training (50,000 images) or test (10,000) split.
         img_size: output size; 32, or e.g. 128 when fine-tuning an ImageNet model.
         download: let torchvision download the archive (170 MB) into ``root``.
+        auto_augment: timm RandAugment string, e.g. ``"rand-m7-n1-mstd0.5-inc1"`` (direct
+            training) or ``"rand-m9-n1-mstd0.4-inc1"`` (transfer); None: off.
+        color_jitter: colour jitter strength, applied only when ``auto_augment`` is off
+            (timm's rule); the authors pass 0.
+        random_erasing: probability of timm's random erasing (one box, 'const'); 0: off.
+        crop_pct: evaluation center crop of ``img_size`` out of ``img_size / crop_pct`` (the
+            authors: 1, the whole image).
         augment: flips and RandAugment (default: for the training split only).
     """
+    check_auto_augment(auto_augment)  # also for the test split: a bad recipe fails early
     dataset_cls, folder, mean, std, _ = _VARIANTS[name]
     root = data_dir() if root is None else Path(root)
     if not download and not (root / folder).is_dir():
@@ -40,7 +50,8 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
             f"torchvision extracts them). Pass --download (download=True) to fetch it into "
             f"{root}, or point --data-root at the folder that contains {folder}/.")
     augment = train if augment is None else augment
-    transform = cifar_transform(augment, img_size, mean, std, randaugment_n, randaugment_m)
+    transform = cifar_transform(augment, img_size, mean, std, auto_augment, color_jitter,
+                                random_erasing, crop_pct)
     try:
         return dataset_cls(str(root), train=train, transform=transform, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"

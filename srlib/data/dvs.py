@@ -113,7 +113,8 @@ def dvs_frames(name: str, root: str | os.PathLike | None, train: bool = True,
         root: SpikingJelly's dataset folder (see the module docstring); default
             ``data/<name>``.
         train: training or test split (CIFAR10-DVS: 9:1 per class, see :func:`class_split`).
-        img_size: frames are resized from 128x128 to this size.
+        img_size: frames are resized from 128x128 to this size (bilinear, antialiased, as
+            the authors: see :class:`EventFrameTransform`).
         T: number of frames per sample.
         download: let SpikingJelly download CIFAR10-DVS (DVS128 Gesture needs a manual
             download).

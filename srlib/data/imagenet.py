@@ -16,7 +16,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 
-from srlib.data.transforms import imagenet_eval_transform, imagenet_train_transform
+from srlib.data.transforms import (CROP_PCT, IMAGENET_AUTO_AUGMENT, IMAGENET_CROP_SCALE,
+                                   check_auto_augment, imagenet_eval_transform,
+                                   imagenet_train_transform)
 from srlib.paths import data_dir
 
 NUM_CLASSES = 1000
@@ -81,12 +83,29 @@ class ImageFolderDataset(ImageFolder):
 
 
 def imagenet(root: str | os.PathLike | None, train: bool = True, img_size: int = 224,
-             skip_corrupt: bool = False, color_jitter: float = 0.4, randaugment_n: int = 2,
-             randaugment_m: int = 7, crop_pct: float = 0.95,
+             skip_corrupt: bool = False, auto_augment: str | None = IMAGENET_AUTO_AUGMENT,
+             color_jitter: float = 0.4, random_erasing: float = 0.0, crop_pct: float = CROP_PCT,
+             crop_scale_min: float = IMAGENET_CROP_SCALE[0],
              augment: bool | None = None) -> ImageFolderDataset:
-    """The ImageNet ``train`` or ``val`` split with the paper's transforms (see
-    :mod:`srlib.data.transforms`); ``augment=False`` gives the training split the eval
-    transform (default: augment the training split only)."""
+    """The ImageNet ``train`` or ``val`` split with the authors' transforms (see
+    :mod:`srlib.data.transforms`).
+
+    Args:
+        root: folder holding ``train/`` and ``val/``; default ``data/imagenet``.
+        train: training or validation split.
+        img_size: output side.
+        skip_corrupt: leave out (with a warning) files PIL cannot read.
+        auto_augment: timm RandAugment string, e.g. ``"rand-m7-mstd0.5-inc1"`` (Ti, S) or
+            ``"rand-m9-mstd0.5-inc1"`` (M); None: off.
+        color_jitter: colour jitter strength, applied only when ``auto_augment`` is off (timm's
+            rule: the authors pass 0.4, which their RandAugment leaves inactive).
+        random_erasing: probability of timm's random erasing (one box, 'const'); 0: off.
+        crop_pct: evaluation center crop of ``img_size`` out of ``img_size / crop_pct``.
+        crop_scale_min: smallest training crop area, as a fraction of the image.
+        augment: give the split the training transform (default: the training split only);
+            ``False`` gives the training split the evaluation transform.
+    """
+    check_auto_augment(auto_augment)  # also for the evaluation split: a bad recipe fails early
     if root is None:
         root = data_dir() / "imagenet"
     root = Path(root)
@@ -95,8 +114,8 @@ def imagenet(root: str | os.PathLike | None, train: bool = True, img_size: int =
         raise FileNotFoundError(f"ImageNet not found at {root}: missing {', '.join(missing)}/. "
                                 f"Expected {LAYOUT}. {HOW_TO_GET}")
     if train if augment is None else augment:
-        transform = imagenet_train_transform(img_size, color_jitter, randaugment_n,
-                                             randaugment_m)
+        transform = imagenet_train_transform(img_size, auto_augment, color_jitter,
+                                             random_erasing, crop_scale_min)
     else:
         transform = imagenet_eval_transform(img_size, crop_pct)
     return ImageFolderDataset(root / ("train" if train else "val"), transform, skip_corrupt)

@@ -1,18 +1,45 @@
 """Image and event-frame transforms of the paper's recipes, and batch-level Mixup/CutMix.
 
-Static images (ImageNet, CIFAR) use torchvision's ``transforms.v2``; event frames (CIFAR10-DVS,
-DVS128 Gesture) arrive as ``[T, C, H, W]`` arrays and get the authors' augmentations (flip, then
-one of roll / rotation / cutout) applied identically at every time step. Fashion-MNIST uses
-cheap tensor ops (pad-and-crop, flip) so the default CPU run spends its time in the model.
+Static images (ImageNet, CIFAR) get exactly the pipeline the authors' ``main.py`` asks timm's
+``create_loader`` for (``load_data`` in github.com/xyshi2000/SpikingResformer), built here from
+the same timm pieces in the same order:
 
-Every random draw uses torch's global generator, which :class:`SeededDataset` seeds per
-sample from ``(seed, epoch, index)``: a sample's augmentation is the same whatever the number
-of workers and whether the run was resumed half-way through an epoch.
+1. a random resized crop to ``img_size`` (bicubic): ImageNet scale 0.08-1, aspect 3/4-4/3;
+   CIFAR the whole image (scale and aspect 1), i.e. a plain bicubic resize for transfer;
+2. a horizontal flip with probability 0.5;
+3. timm's RandAugment, given by the recipe's timm string (``auto_augment``, e.g.
+   ``rand-m7-mstd0.5-inc1``: magnitude 7 out of 10, each picked op applied with probability
+   0.5, the magnitude redrawn per op from a Gaussian of std 0.5, the 'increasing' op set,
+   fills with the mean pixel) -- or, when ``auto_augment`` is off, colour jitter: timm turns
+   colour jitter off under RandAugment, so the authors' ImageNet ``color_jitter=0.4`` is
+   inactive;
+4. conversion to a tensor and normalisation by the dataset's mean and std;
+5. optionally, timm's random erasing (Spikformer's recipes; the authors' ``cutout`` is off).
+
+Evaluation resizes the short side to ``img_size / crop_pct`` (bicubic) and center-crops
+``img_size``. Event frames (CIFAR10-DVS, DVS128 Gesture) arrive as ``[T, 2, H, W]`` and get the
+authors' bilinear antialiased resize and DVS augmentation (flip, then one of roll / rotation /
+cutout), identical at every time step. Fashion-MNIST uses cheap tensor ops (pad-and-crop, flip)
+so the default CPU run spends its time in the model.
+
+Random draws come from three generators: torch's (flips, colour jitter, the DVS and
+Fashion-MNIST transforms), Python's ``random`` (timm's crop, RandAugment's magnitudes and
+probabilities, random erasing) and numpy's global one (RandAugment's choice of ops).
+:class:`SeededDataset` seeds all three per sample from ``(seed, epoch, index)``: a sample's
+augmentation is the same whatever the number of workers and whether the run was resumed
+half-way through an epoch.
 """
 
+import math
+import random
+import re
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
+from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
@@ -23,54 +50,182 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (129.3 / 255, 124.1 / 255, 112.4 / 255)
 CIFAR100_STD = (68.2 / 255, 65.4 / 255, 70.4 / 255)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530  # over the 60,000 training images
-CROP_PCT = 0.95  # eval: resize to img_size / CROP_PCT, center-crop img_size (authors' config)
+# the authors' image pipelines (main.py, load_data): every resize bicubic, flips p = 0.5
+INTERPOLATION = "bicubic"
+HFLIP_PROBABILITY = 0.5
+IMAGENET_CROP_SCALE, IMAGENET_CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # crop area, aspect
+CIFAR_CROP_SCALE = CIFAR_CROP_RATIO = (1.0, 1.0)  # the whole image, resized to img_size
+CROP_PCT = 0.95  # ImageNet eval: resize to img_size / CROP_PCT, center-crop img_size
+CIFAR_CROP_PCT = 1.0  # CIFAR eval: resize to img_size, nothing cropped
+IMAGENET_AUTO_AUGMENT = "rand-m7-mstd0.5-inc1"  # Ti and S (configs/main/spikingresformer_ti.yaml)
+CIFAR_AUTO_AUGMENT = "rand-m7-n1-mstd0.5-inc1"  # direct training (configs/direct_training)
+# random erasing as both the authors' `cutout` and Spikformer's configs set it (timm's names:
+# re_mode, re_count): one box per image, filled with 0 (the mean pixel after normalisation)
+RANDOM_ERASING_MODE, RANDOM_ERASING_COUNT = "const", 1
+TRANSLATE_FRACTION = 0.45  # timm: absolute translations reach 45 % of the image side
+# timm RandAugment string sections: m magnitude (of 10), n ops per image, mstd magnitude noise,
+# mmax magnitude bound, inc the 'increasing' op set, p probability per op, t<name> op set
+_RAND_SECTIONS = {"m": int, "n": int, "mstd": float, "mmax": int, "inc": int, "p": float}
+_RAND_OP_SETS = ("weights", "3a", "3aw")
+_RAND_EXAMPLE = ("expected a timm RandAugment string: 'rand' then '-'-separated sections "
+                 "m<int> (magnitude 0-10), n<int> (ops per image), mstd<float> (magnitude "
+                 "noise), mmax<int>, inc<0|1> (increasing op set), p<float> (probability per "
+                 "op), t<weights|3a|3aw>; e.g. 'rand-m7-mstd0.5-inc1'")
 _SEED_STRIDE = 1_000_003  # a prime: (epoch, index) pairs map to distinct seeds
+_NUMPY_SEED_TAG = 0x6E756D70  # extra key word: numpy's MT19937 state differs from Python's
 
 
-def imagenet_train_transform(img_size: int = 224, color_jitter: float = 0.4,
-                             randaugment_n: int = 2, randaugment_m: int = 7,
-                             crop_scale_min: float = 0.08) -> v2.Compose:
-    """The paper's ImageNet training pipeline (PIL image -> normalised ``[3, S, S]`` tensor).
+def check_auto_augment(auto_augment: str | None) -> None:
+    """Raise ``ValueError`` unless ``auto_augment`` is off (``None`` or ``""``, as in timm) or a
+    timm RandAugment string whose every section timm understands (timm itself skips sections
+    without a number and reads unknown op-set names as the default set, silently)."""
+    if auto_augment is None or auto_augment == "":
+        return
+    if not isinstance(auto_augment, str):
+        raise ValueError(f"auto_augment must be a string or None, got "
+                         f"{type(auto_augment).__name__} {auto_augment!r}; {_RAND_EXAMPLE}")
+    name, *sections = auto_augment.split("-")
+    if name != "rand":
+        raise ValueError(f"unknown augmentation {auto_augment!r} (only RandAugment is "
+                         f"supported): {_RAND_EXAMPLE}")
+    for section in sections:
+        if section.startswith("t"):  # timm reads any section starting with 't' as an op set
+            if section[1:] not in _RAND_OP_SETS:
+                raise ValueError(f"unknown op set {section!r} in auto_augment "
+                                 f"{auto_augment!r}; {_RAND_EXAMPLE}")
+            continue
+        match = re.fullmatch(r"([a-z]+)(\d.*)", section)
+        if match is None or match[1] not in _RAND_SECTIONS:
+            raise ValueError(f"unknown section {section!r} in auto_augment {auto_augment!r}; "
+                             f"{_RAND_EXAMPLE}")
+        kind = _RAND_SECTIONS[match[1]]
+        try:
+            kind(match[2])
+        except ValueError:
+            raise ValueError(f"section {section!r} in auto_augment {auto_augment!r} needs "
+                             f"{kind.__name__} after {match[1]!r}; {_RAND_EXAMPLE}") from None
 
-    RandomResizedCrop (scale ``crop_scale_min``-1, bicubic), horizontal flip, colour jitter,
-    RandAugment (n ops of magnitude m; ``randaugment_n=0`` turns it off), normalisation.
+
+def _check_fraction(name: str, value: float, low: float = 0.0) -> None:
+    if not isinstance(value, (int, float)) or not low <= value <= 1:
+        raise ValueError(f"{name} must be a number in [{low}, 1], got {value!r}")
+
+
+def _posterize(image: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize op, with Pillow 12's result at 0 bits kept: a black image.
+
+    timm's PosterizeIncreasing keeps ``4 - int(magnitude * 0.4)`` bits, 0 at magnitude 10,
+    which the magnitude noise reaches (m9 with std 0.5: 2 % of its draws). Pillow up to 12
+    returned a black image for 0 bits; Pillow 13 raises ``ValueError`` and would stop training.
     """
-    steps = [v2.RandomResizedCrop(img_size, scale=(crop_scale_min, 1.0),
-                                  interpolation=InterpolationMode.BICUBIC),
-             v2.RandomHorizontalFlip()]
-    if color_jitter > 0:
-        steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
-    if randaugment_n > 0:
-        steps.append(v2.RandAugment(num_ops=randaugment_n, magnitude=randaugment_m,
-                                    interpolation=InterpolationMode.BICUBIC))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-              v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return v2.Compose(steps)
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return Image.new(image.mode, image.size)  # every channel 0
+    return ImageOps.posterize(image, bits_to_keep)
 
 
-def imagenet_eval_transform(img_size: int = 224, crop_pct: float = CROP_PCT) -> v2.Compose:
+def rand_augment(auto_augment: str, img_size: int, mean):
+    """timm's RandAugment built from its string, with the settings timm's ``create_transform``
+    adds: translations up to 45 % of ``img_size`` (absolute ops), fills with the ``mean``
+    pixel, bicubic resampling. Its ops draw from Python's ``random``, its op choice from numpy.
+    Posterize keeps Pillow 12's black image at 0 bits (see :func:`_posterize`).
+
+    timm is imported here, not at the top: importing it loads timm's model zoo (seconds), which
+    the Fashion-MNIST and DVS pipelines do not need.
+    """
+    from timm.data.auto_augment import posterize, rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    check_auto_augment(auto_augment)
+    hparams = dict(translate_const=int(img_size * TRANSLATE_FRACTION),
+                   img_mean=tuple(min(255, round(255 * value)) for value in mean),
+                   interpolation=str_to_pil_interp(INTERPOLATION))
+    transform = rand_augment_transform(auto_augment, hparams)
+    for op in transform.ops:
+        if op.aug_fn is posterize:
+            op.aug_fn = _posterize
+    return transform
+
+
+def image_train_transform(img_size: int, mean, std, crop_scale, crop_ratio,
+                          auto_augment: str | None = None, color_jitter: float = 0.0,
+                          random_erasing: float = 0.0) -> transforms.Compose:
+    """The authors' training pipeline for a PIL image -> normalised ``[3, S, S]`` tensor (the
+    steps of the module docstring; what timm's ``create_transform`` builds for their arguments).
+
+    Args:
+        img_size: output side S.
+        mean, std: normalisation statistics (per channel, of pixel values in [0, 1]).
+        crop_scale: range of the crop's area as a fraction of the image's.
+        crop_ratio: range of the crop's aspect ratio.
+        auto_augment: timm RandAugment string (see :func:`check_auto_augment`); None: off.
+        color_jitter: brightness, contrast and saturation jitter, used only when
+            ``auto_augment`` is off or uses a 3-Augment op set (timm's rule); 0: none.
+        random_erasing: probability of erasing one box (timm's RandomErasing, 'const' mode);
+            0: off.
+    """
+    from timm.data.random_erasing import RandomErasing
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
+    check_auto_augment(auto_augment)
+    if not isinstance(color_jitter, (int, float)) or color_jitter < 0:
+        raise ValueError(f"color_jitter must be a number >= 0, got {color_jitter!r}")
+    _check_fraction("random_erasing", random_erasing)
+    steps = [RandomResizedCropAndInterpolation(img_size, scale=tuple(crop_scale),
+                                               ratio=tuple(crop_ratio),
+                                               interpolation=INTERPOLATION),
+             transforms.RandomHorizontalFlip(HFLIP_PROBABILITY)]
+    if auto_augment:
+        steps.append(rand_augment(auto_augment, img_size, mean))
+    # timm's rule: no colour jitter under RandAugment, except with its 3-Augment op sets
+    if color_jitter > 0 and (not auto_augment or "3a" in auto_augment):
+        steps.append(transforms.ColorJitter(color_jitter, color_jitter, color_jitter))
+    # ToTensor (a division by 255) as timm: v2's ToDtype multiplies by 1/255, 1 ulp apart
+    steps += [transforms.ToTensor(), transforms.Normalize(torch.tensor(mean), torch.tensor(std))]
+    if random_erasing > 0:
+        steps.append(RandomErasing(random_erasing, mode=RANDOM_ERASING_MODE,
+                                   max_count=RANDOM_ERASING_COUNT, device="cpu"))
+    return transforms.Compose(steps)
+
+
+def image_eval_transform(img_size: int, mean, std, crop_pct: float) -> transforms.Compose:
+    """Resize the short side to ``floor(img_size / crop_pct)`` (bicubic), center-crop
+    ``img_size``, normalise: timm's evaluation pipeline."""
+    _check_fraction("crop_pct", crop_pct, low=1e-3)
+    resize_size = math.floor(img_size / crop_pct)
+    return transforms.Compose([
+        transforms.Resize(resize_size, interpolation=InterpolationMode.BICUBIC),
+        transforms.CenterCrop(img_size), transforms.ToTensor(),
+        transforms.Normalize(torch.tensor(mean), torch.tensor(std))])
+
+
+def imagenet_train_transform(img_size: int = 224, auto_augment: str | None = IMAGENET_AUTO_AUGMENT,
+                             color_jitter: float = 0.4, random_erasing: float = 0.0,
+                             crop_scale_min: float = IMAGENET_CROP_SCALE[0]) -> transforms.Compose:
+    """The authors' ImageNet training pipeline: crop of area ``crop_scale_min``-1 and aspect
+    3/4-4/3 (Spikformer's ImageNet config uses ``crop_scale_min=1``), flip, RandAugment or
+    colour jitter, normalisation, random erasing (see :func:`image_train_transform`)."""
+    return image_train_transform(img_size, IMAGENET_MEAN, IMAGENET_STD, (crop_scale_min, 1.0),
+                                 IMAGENET_CROP_RATIO, auto_augment, color_jitter, random_erasing)
+
+
+def imagenet_eval_transform(img_size: int = 224, crop_pct: float = CROP_PCT) -> transforms.Compose:
     """Resize the short side to ``img_size / crop_pct`` (bicubic), center-crop ``img_size``."""
-    return v2.Compose([
-        v2.Resize(int(img_size / crop_pct), interpolation=InterpolationMode.BICUBIC),
-        v2.CenterCrop(img_size), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return image_eval_transform(img_size, IMAGENET_MEAN, IMAGENET_STD, crop_pct)
 
 
 def cifar_transform(train: bool, img_size: int = 32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                    randaugment_n: int = 1, randaugment_m: int = 7) -> v2.Compose:
-    """CIFAR as the authors train it: resize to ``img_size`` (bicubic; 32 is a no-op, 128 for
-    transfer from ImageNet), and in training a horizontal flip and RandAugment (n ops,
-    magnitude m; ``randaugment_n=0`` turns it off). No random crop."""
-    steps = []  # PIL until the end: bicubic RandAugment needs PIL images
-    if img_size != 32:
-        steps.append(v2.Resize(img_size, interpolation=InterpolationMode.BICUBIC))
+                    auto_augment: str | None = CIFAR_AUTO_AUGMENT, color_jitter: float = 0.0,
+                    random_erasing: float = 0.0,
+                    crop_pct: float = CIFAR_CROP_PCT) -> transforms.Compose:
+    """CIFAR as the authors train it: the whole image resized to ``img_size`` (bicubic; 32 is
+    a no-op, 128 for transfer from ImageNet), and in training a flip and RandAugment (or colour
+    jitter), no random crop; evaluation resizes and center-crops at ``crop_pct``."""
     if train:
-        steps.append(v2.RandomHorizontalFlip())
-        if randaugment_n > 0:
-            steps.append(v2.RandAugment(num_ops=randaugment_n, magnitude=randaugment_m,
-                                        interpolation=InterpolationMode.BICUBIC))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    return v2.Compose(steps)
+        return image_train_transform(img_size, mean, std, CIFAR_CROP_SCALE, CIFAR_CROP_RATIO,
+                                     auto_augment, color_jitter, random_erasing)
+    return image_eval_transform(img_size, mean, std, crop_pct)
 
 
 class FashionMNISTTransform:
@@ -100,11 +255,14 @@ class FashionMNISTTransform:
 class EventFrameTransform:
     """Event frames ``[T, 2, H, W]`` (counts per polarity) -> ``[T, 3, S, S]``.
 
-    The third channel is the sum of both polarities (the paper's DVS models take 3 input
-    channels); frames are resized to ``img_size`` (area averaging). In training, as in the
-    authors' DVS augmentation: a horizontal flip (p = 0.5), then ONE of a roll by up to
-    ``shift_fraction`` of the size, a rotation by up to ``rotate`` degrees, or a zeroed square
-    of side ``cutout_fraction`` of the size; every time step gets the same transform.
+    Frames are resized to ``img_size`` as the authors do (torchvision's ``Resize`` with
+    ``antialias=True``: bilinear, antialiased; a no-op at the same size), then the third
+    channel is the sum of both polarities (the paper's DVS models take 3 input channels). In
+    training, as in the authors' DVS augmentation: a horizontal flip (p = 0.5), then ONE of a
+    roll by up to ``shift_fraction`` of the size, a rotation by up to ``rotate`` degrees, or a
+    zeroed square of side ``cutout_fraction`` of the size; every time step gets the same
+    transform. (The authors sum the polarities after augmenting; flips, rolls, nearest-pixel
+    rotations and zeroed squares move or zero pixels only, so the order changes nothing.)
     """
 
     def __init__(self, train: bool, img_size: int = 64, shift_fraction: float = 1 / 3,
@@ -117,9 +275,9 @@ class EventFrameTransform:
         x = torch.as_tensor(frames, dtype=torch.float32)
         if x.dim() != 4 or x.shape[1] != 2:
             raise ValueError(f"expected event frames [T, 2, H, W], got shape {tuple(x.shape)}")
-        x = torch.cat([x, x.sum(1, keepdim=True)], dim=1)  # [T, 3, H, W]
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="area")
+        x = v2.functional.resize(x, [self.img_size, self.img_size], antialias=True,
+                                 interpolation=InterpolationMode.BILINEAR)  # [T, 2, S, S]
+        x = torch.cat([x, x.sum(1, keepdim=True)], dim=1)  # [T, 3, S, S]
         if not self.train:
             return x
         if torch.rand(()) < 0.5:
@@ -165,13 +323,21 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * _SEED_STRIDE + epoch) * _SEED_STRIDE + index) % 2**63
 
 
+def _numpy_seed(seed: int) -> list[int]:
+    """numpy's key for ``seed``: its two 32-bit words and a tag word. Python's ``random.seed``
+    feeds the same MT19937 initialisation with the seed's words alone, so without the tag both
+    streams would be identical (tying RandAugment's op choice to its op draws)."""
+    return [seed & 0xFFFFFFFF, seed >> 32, _NUMPY_SEED_TAG]
+
+
 class SeededDataset(Dataset):
-    """Wrap a dataset so that item ``(index, seed)`` is drawn with the CPU generator seeded
-    with ``seed``.
+    """Wrap a dataset so that item ``(index, seed)`` is drawn with every generator the
+    transforms use seeded from ``seed``: torch's CPU generator, Python's ``random`` and numpy's
+    global generator (timm's crop and RandAugment draw from the last two).
 
     Used with :class:`srlib.data.ResumableSampler`, which yields such pairs: augmentations then
-    depend only on (run seed, epoch, index). The global generator is restored afterwards, so
-    the caller's random stream is untouched. A plain integer index is passed through unseeded.
+    depend only on (run seed, epoch, index). The generators are restored afterwards, so the
+    caller's random streams are untouched. A plain integer index is passed through unseeded.
     """
 
     def __init__(self, dataset: Dataset):
@@ -185,9 +351,13 @@ class SeededDataset(Dataset):
             return self.dataset[key]
         index, seed = key
         generator = torch.default_generator  # the CPU generator behind torch.rand & co.
-        state = generator.get_state()
+        states = generator.get_state(), random.getstate(), np.random.get_state()
         generator.manual_seed(seed)  # ~1 us; torch.manual_seed also seeds CUDA (~200 us)
+        random.seed(seed)
+        np.random.seed(_numpy_seed(seed))
         try:
             return self.dataset[index]
         finally:
-            generator.set_state(state)
+            generator.set_state(states[0])
+            random.setstate(states[1])
+            np.random.set_state(states[2])

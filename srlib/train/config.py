@@ -63,11 +63,15 @@ class TrainConfig:
                            "transform)")
     skip_corrupt: bool = option(False, "leave out unreadable images (image folders) with a "
                                 "warning")
-    randaugment_n: int = option(0, "RandAugment ops per image (ImageNet, CIFAR); 0: off")
-    randaugment_m: int = option(7, "RandAugment magnitude")
-    color_jitter: float = option(0.4, "colour jitter strength (ImageNet only)")
-    crop_pct: float = option(0.95, "ImageNet eval: center crop of img_size out of "
-                             "img_size / crop_pct")
+    auto_augment: str | None = option(None, "timm's RandAugment string, e.g. "
+                                      "rand-m7-mstd0.5-inc1 (ImageNet, CIFAR); null: off")
+    color_jitter: float = option(0.0, "colour jitter strength (ImageNet, CIFAR); timm's rule: "
+                                 "off wherever RandAugment is on")
+    random_erasing: float = option(0.0, "probability of timm's random erasing (one box, "
+                                   "constant fill)")
+    crop_scale_min: float = option(0.08, "ImageNet: smallest area fraction of the random "
+                                   "resized crop")
+    crop_pct: float = option(0.95, "eval: center crop of img_size out of img_size / crop_pct")
     max_train_samples: int | None = option(None, "train on a fixed random subset of this size")
     max_eval_samples: int | None = option(None, "evaluate on the first n items (None: all)")
     # optimisation

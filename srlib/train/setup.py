@@ -39,9 +39,9 @@ def build_datasets(config: TrainConfig):
     info = dataset_info(config.dataset)
     accepted = dataset_options(config.dataset)
     values = dict(download=config.download, skip_corrupt=config.skip_corrupt, T=config.T,
-                  augment=config.augment,
-                  randaugment_n=config.randaugment_n, randaugment_m=config.randaugment_m,
-                  color_jitter=config.color_jitter, crop_pct=config.crop_pct)
+                  augment=config.augment, auto_augment=config.auto_augment,
+                  color_jitter=config.color_jitter, random_erasing=config.random_erasing,
+                  crop_scale_min=config.crop_scale_min, crop_pct=config.crop_pct)
     options = {key: value for key, value in values.items() if key in accepted}
     size = config.img_size or info.img_size
     train = build_dataset(config.dataset, config.data_root, True, size, **options)
