@@ -403,3 +403,191 @@ def plot_rate_map(rates, *, ax: plt.Axes | None = None, title: str | None = None
         rates = rates.mean(axis=0)  # [C, H, W] -> [H, W]
     return _image(rates, ax=ax, title=title, cmap=cmap, colorbar_label="firing rate", vmin=0.0,
                   vmax=max(float(rates.max()), 1e-6))
+
+
+def plot_image(image, *, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """An input image as a picture: min-max scaled to [0, 1], one channel in grey.
+
+    Normalised inputs have no fixed range, so the image's own minimum is black and its maximum
+    white (a constant image is drawn black).
+
+    Args:
+        image: ``[C, H, W]`` with 1 or 3 channels (channels first, as models take it), or
+            ``[H, W]``.
+        ax: axes to draw on; a new figure if ``None``.
+        title: optional title.
+
+    Returns:
+        The axes (axis lines off).
+    """
+    image = _to_numpy(image, "image", (2, 3))
+    if image.ndim == 3:
+        if image.shape[0] not in (1, 3):
+            raise ValueError(f"image must be [C, H, W] with 1 or 3 channels, or [H, W]; "
+                             f"got shape {tuple(image.shape)}")
+        image = image.transpose(1, 2, 0)  # [C, H, W] -> [H, W, C]
+        if image.shape[-1] == 1:
+            image = image[..., 0]  # [H, W]
+    low, high = float(image.min()), float(image.max())
+    picture = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    ax = _axes(ax, (3.0, 3.0))
+    ax.imshow(picture, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_raster_by_image(spikes, *, ax: plt.Axes | None = None, image: int | None = None,
+                         step: int | None = None, color: str = SPIKE_COLOR,
+                         marker_size: float = 4.0) -> plt.Axes:
+    """Rasters of several images side by side: image after image, ``T`` columns each.
+
+    Column ``b T + t`` holds step ``t`` of image ``b``; dotted lines separate the images. One
+    image can be highlighted (a shaded band), and one of its steps marked (its spikes in red).
+
+    Args:
+        spikes: ``[T, B, N]`` (time-major), nonzero where neuron ``n`` fires at step ``t`` on
+            image ``b``.
+        ax: axes to draw on; a new figure if ``None``.
+        image: index of the image to highlight, or ``None``.
+        step: with ``image``, the step to mark, or ``None``.
+        color: colour of the spikes.
+        marker_size: tick size in points.
+
+    Returns:
+        The axes.
+    """
+    spikes = _to_numpy(spikes, "spikes", (3,))
+    T, B, N = spikes.shape
+    if image is not None and not 0 <= image < B:
+        raise ValueError(f"image must be in [0, {B}) for spikes of {B} images, got {image}")
+    if step is not None and (image is None or not 0 <= step < T):
+        raise ValueError(f"step needs an image and must be in [0, {T}), got step={step}, "
+                         f"image={image}")
+    raster = spikes.transpose(1, 0, 2).reshape(B * T, N)  # [T, B, N] -> [B * T, N], by image
+    ax = plot_raster(raster, ax=ax, color=color, marker_size=marker_size)
+    ax.grid(False, axis="x")  # the ticks mark the middle of each image, not a boundary
+    for b in range(1, B):
+        ax.axvline(b * T - 0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xticks(np.arange(B) * T + (T - 1) / 2, [f"#{b}" for b in range(B)])
+    ax.set_xlabel(f"image ({T} steps each)")
+    ax.set_title(f"{N} neurons, {B} images x {T} steps, "
+                 f"firing rate {raster.astype(bool).mean():.3f}")
+    if image is not None:
+        ax.axvspan(image * T - 0.5, (image + 1) * T - 0.5, color="tab:orange", alpha=0.12, lw=0)
+    if step is not None:
+        column = image * T + step
+        ax.axvspan(column - 0.5, column + 0.5, color=THRESHOLD_COLOR, alpha=0.12, lw=0)
+        neurons = np.flatnonzero(raster[column])  # [spikes at that step]
+        ax.scatter(np.full(len(neurons), column), neurons, s=(1.3 * marker_size) ** 2,
+                   marker="|", color=THRESHOLD_COLOR, linewidths=1.8)
+    return ax
+
+
+def plot_runs(table: pd.DataFrame, *, group: str, value: str, ax: plt.Axes | None = None,
+              order=None, colors=None, label_format: str | None = "{:.3f}") -> plt.Axes:
+    """Every run as a point, grouped, with each group's mean (a short bar) and range (a line).
+
+    For results of a few seeds: all points are drawn, none hidden behind a bar. Points of one
+    group are spread sideways by fixed offsets (no random jitter), so equal values stay visible
+    and the figure is the same at every call.
+
+    Args:
+        table: one row per run, with columns ``group`` and ``value``.
+        group: column naming the group of each run (e.g. ``"attention"``); one x position each.
+        value: column with the number to show (e.g. ``"test_accuracy"``).
+        ax: axes to draw on; a new figure if ``None``.
+        order: the groups, left to right (default: in order of first appearance).
+        colors: one matplotlib colour per group (default: the colour cycle).
+        label_format: format of the mean written next to each bar; ``None`` writes nothing.
+
+    Returns:
+        The axes.
+    """
+    _require_columns(table, [group, value], "plot_runs")
+    order = list(pd.unique(table[group])) if order is None else list(order)
+    unknown = sorted(set(table[group]) - set(order), key=str)
+    if unknown:
+        raise ValueError(f"order must list every group of column {group!r}; missing {unknown}")
+    if colors is None:
+        colors = [f"C{index}" for index in range(len(order))]
+    if len(colors) != len(order):
+        raise ValueError(f"colors needs one entry per group ({len(order)}), got {len(colors)}")
+    ax = _axes(ax)
+    for position, (name, color) in enumerate(zip(order, colors)):
+        values = table.loc[table[group] == name, value].to_numpy(dtype=float)  # [runs]
+        if len(values) == 0:
+            continue
+        offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(position + offsets, values, color=color, s=28, zorder=3,
+                   edgecolor="white", linewidth=0.5)
+        mean = float(values.mean())
+        ax.hlines(mean, position - 0.25, position + 0.25, color=color, lw=2.5, zorder=2)
+        ax.vlines(position + 0.3, values.min(), values.max(), color=color, lw=1.2, zorder=2)
+        if label_format is not None:
+            ax.annotate(label_format.format(mean), (position + 0.34, mean), va="center",
+                        fontsize="x-small", color=color)
+    ax.set_xticks(range(len(order)), [str(name) for name in order])
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    ax.set_ylabel(value)
+    return ax
+
+
+def plot_map_grid(maps, *, axes=None, share: str = "column", cmap: str = "magma",
+                  column_titles=None, colorbar_label: str = "", vmin: float | None = None):
+    """A grid of maps on shared colour scales: the same colour means the same value wherever
+    panels are compared.
+
+    Args:
+        maps: ``[R, C, H, W]``: row ``r``, column ``c`` is one map (e.g. rows = images,
+            columns = mechanisms).
+        axes: an ``[R, C]`` array of axes to draw on; a new figure if ``None``.
+        share: ``"column"``: one colour scale and colour bar per column (the maps of a column
+            are compared, columns have different units); ``"all"``: one scale and one bar for
+            the whole grid.
+        cmap: matplotlib colour map.
+        column_titles: one title per column, written above the first row.
+        colorbar_label: label of the colour bar(s).
+        vmin: lower end of every scale (default: the minimum of the maps it covers); the upper
+            end is always their maximum.
+
+    Returns:
+        The ``[R, C]`` array of axes.
+    """
+    maps = _to_numpy(maps, "maps", (4,))
+    R, C = maps.shape[:2]
+    if share not in ("column", "all"):
+        raise ValueError(f"share must be 'column' or 'all', got {share!r}")
+    if column_titles is not None and len(column_titles) != C:
+        raise ValueError(f"column_titles needs one entry per column ({C}), "
+                         f"got {len(column_titles)}")
+    if axes is None:
+        _, axes = plt.subplots(R, C, figsize=(2.3 * C + 0.6, 2.1 * R + 0.9), squeeze=False,
+                               layout="constrained")
+    axes = np.asarray(axes, dtype=object)
+    if axes.shape != (R, C):
+        raise ValueError(f"axes must be an array of {R} x {C} axes for maps of shape "
+                         f"{tuple(maps.shape)}, got shape {axes.shape}")
+    columns = [maps.reshape(R * C, -1)] if share == "all" else [maps[:, c] for c in range(C)]
+    limits = [(float(part.min()) if vmin is None else vmin, float(part.max()))
+              for part in columns]
+    for c in range(C):
+        low, high = limits[0] if share == "all" else limits[c]
+        high = max(high, low + 1e-12)  # a constant map still gets a valid scale
+        for r in range(R):
+            image = axes[r, c].imshow(maps[r, c], cmap=cmap, vmin=low, vmax=high,
+                                      interpolation="nearest")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            axes[r, c].grid(False)
+        if column_titles is not None:
+            axes[0, c].set_title(column_titles[c])
+        if share == "column":
+            axes[0, c].figure.colorbar(image, ax=list(axes[:, c]), location="bottom",
+                                       label=colorbar_label, fraction=0.05, pad=0.04,
+                                       shrink=0.9)
+    if share == "all":
+        axes[0, 0].figure.colorbar(image, ax=list(axes.ravel()), label=colorbar_label,
+                                   fraction=0.03, pad=0.02)
+    return axes

@@ -10,7 +10,6 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import srlib  # noqa: E402
 from srlib import plotting  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -187,3 +186,84 @@ def test_style_applies_the_look_inside_the_block_only():
             assert plt.rcParams["axes.grid"] is True
             assert plt.rcParams["figure.dpi"] == plotting.FIGURE_DPI
         assert plt.rcParams["axes.grid"] is False and plt.rcParams["figure.dpi"] == 50
+
+
+def test_plot_image_scales_min_to_black_and_max_to_white():
+    image = torch.randn(1, 5, 6)  # [C, H, W], one channel
+    ax = plotting.plot_image(image, title="one channel")
+    drawn = np.asarray(ax.images[0].get_array())
+    expected = ((image[0] - image.min()) / (image.max() - image.min())).numpy()
+    np.testing.assert_allclose(drawn, expected, rtol=1e-6, atol=1e-7)
+    assert ax.images[0].get_cmap().name == "gray" and ax.images[0].get_clim() == (0.0, 1.0)
+    colour = plotting.plot_image(torch.rand(3, 4, 4)).images[0].get_array()
+    assert colour.shape == (4, 4, 3) and colour.min() == 0.0 and colour.max() == 1.0
+    assert np.all(plotting.plot_image(np.full((4, 4), 2.0)).images[0].get_array() == 0.0)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        plotting.plot_image(torch.rand(2, 4, 4))
+
+
+def test_plot_raster_by_image_puts_step_t_of_image_b_in_column_b_t_plus_t():
+    rng = np.random.default_rng(0)
+    spikes = rng.random((3, 2, 5)) < 0.4  # [T, B, N]
+    T, B, N = spikes.shape
+    ax = plotting.plot_raster_by_image(spikes, image=1, step=2)
+    expected = sorted((b * T + t, n) for t in range(T) for b in range(B) for n in range(N)
+                      if spikes[t, b, n])  # naive loop over every (step, image, neuron)
+    ticks, marked = ax.collections[0], ax.collections[1]
+    assert sorted(map(tuple, ticks.get_offsets().tolist())) == expected
+    assert sorted(map(tuple, marked.get_offsets().tolist())) == [
+        (1 * T + 2, n) for n in range(N) if spikes[2, 1, n]]
+    assert sum(line.get_linestyle() == ":" for line in ax.lines) == B - 1
+    assert ax.get_xlim() == (-0.5, B * T - 0.5)
+    with pytest.raises(ValueError, match="step needs an image"):
+        plotting.plot_raster_by_image(spikes, step=0)
+    with pytest.raises(ValueError, match="image must be in"):
+        plotting.plot_raster_by_image(spikes, image=2)
+
+
+def test_plot_runs_draws_every_run_its_group_mean_and_range():
+    table = pd.DataFrame({"attention": ["dssa"] * 3 + ["ssa"] * 3 + ["vanilla"] * 2,
+                          "accuracy": [0.5, 0.6, 0.7, 0.4, 0.4, 0.46, 0.3, 0.5]})
+    ax = plotting.plot_runs(table, group="attention", value="accuracy",
+                            order=["vanilla", "dssa", "ssa"])
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["vanilla", "dssa", "ssa"]
+    points = [collection.get_offsets() for collection in ax.collections
+              if type(collection).__name__ == "PathCollection"]
+    assert [len(p) for p in points] == [2, 3, 3]  # one point per run, none hidden
+    np.testing.assert_allclose(points[1][:, 1], [0.5, 0.6, 0.7])
+    np.testing.assert_allclose(points[1][:, 0], [0.85, 1.0, 1.15])  # fixed offsets at x = 1
+    np.testing.assert_allclose(points[2][:2, 1], [0.4, 0.4])  # equal values stay two points
+    assert len(set(points[2][:2, 0])) == 2
+    means = [c for c in ax.collections if type(c).__name__ == "LineCollection"][0::2]
+    np.testing.assert_allclose([m.get_segments()[0][0, 1] for m in means], [0.4, 0.6, 0.42])
+    ranges = [c for c in ax.collections if type(c).__name__ == "LineCollection"][1::2]
+    np.testing.assert_allclose(ranges[2].get_segments()[0][:, 1], [0.4, 0.46])
+    with pytest.raises(ValueError, match="missing"):
+        plotting.plot_runs(table, group="attention", value="accuracy", order=["dssa", "ssa"])
+    with pytest.raises(ValueError, match="needs columns"):
+        plotting.plot_runs(table, group="mechanism", value="accuracy")
+
+
+def test_plot_map_grid_shares_one_scale_per_column_or_for_all():
+    maps = np.arange(2 * 3 * 4 * 5, dtype=float).reshape(2, 3, 4, 5)  # [R, C, H, W]
+    axes = plotting.plot_map_grid(maps, column_titles=["a", "b", "c"])
+    assert axes.shape == (2, 3) and axes[0, 1].get_title() == "b"
+    for c in range(3):
+        column = maps[:, c]
+        for r in range(2):
+            assert axes[r, c].images[0].get_clim() == (column.min(), column.max())
+            np.testing.assert_array_equal(axes[r, c].images[0].get_array(), maps[r, c])
+    axes = plotting.plot_map_grid(maps, share="all", vmin=0.0)
+    assert {ax.images[0].get_clim() for ax in axes.ravel()} == {(0.0, maps.max())}
+    constant = plotting.plot_map_grid(np.zeros((1, 1, 2, 2)))  # no spike at all: still drawn
+    low, high = constant[0, 0].images[0].get_clim()
+    assert low == 0.0 and high > low
+    _, given = plt.subplots(2, 4)
+    with pytest.raises(ValueError, match="2 x 3 axes"):
+        plotting.plot_map_grid(maps, axes=given)
+    plotting.plot_map_grid(maps, axes=given[:, 1:])  # a part of a larger figure
+    assert given[1, 3].images[0].get_clim() == (maps[:, 2].min(), maps[:, 2].max())
+    with pytest.raises(ValueError, match="share must be"):
+        plotting.plot_map_grid(maps, share="row")
+    with pytest.raises(ValueError, match="4 dimensions"):
+        plotting.plot_map_grid(maps[0])
