@@ -6,9 +6,12 @@ static HTML); :func:`save_gif` writes a small GIF into the figures folder throug
 frame of one animation shares one colour scale, so brightness means the same at every step.
 """
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import animation
+from matplotlib.ticker import MaxNLocator
 
 from srlib.plotting import SPIKE_COLOR, _to_numpy, write_figure_file
 
@@ -81,9 +84,11 @@ def animate_raster(spikes, *, title: str = "", figsize=(5.0, 2.6)) -> animation.
     """
     spikes = _to_numpy(spikes, "spikes", (2,)) != 0
     T, N = spikes.shape
-    fig, ax = plt.subplots(figsize=figsize, dpi=ANIMATION_DPI)
+    fig, ax = plt.subplots(figsize=figsize, dpi=ANIMATION_DPI, layout="constrained")
     ax.set_xlim(-0.5, T - 0.5)
     ax.set_ylim(-0.5, N - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time step t")
     ax.set_ylabel("neuron")
     ax.grid(False, axis="y")
@@ -105,13 +110,26 @@ def animate_raster(spikes, *, title: str = "", figsize=(5.0, 2.6)) -> animation.
     return animation.FuncAnimation(fig, draw, frames=T, interval=INTERVAL_MS, blit=False)
 
 
+# matplotlib's player links Font Awesome from a CDN for its button icons; the lessons must work
+# offline (a classroom without internet, the docs site): the link is dropped and each icon is
+# replaced by a plain Unicode symbol
+_PLAYER_FONT_LINK = re.compile(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">')
+_PLAYER_ICONS = {"fast-backward": "\u23ee", "step-backward": "\u25c0\u2758", "play": "\u25b6",
+                 "pause": "\u23f8", "step-forward": "\u2758\u25b6", "fast-forward": "\u23ed",
+                 "minus": "\u2212", "plus": "+"}
+_PLAYER_ICON = re.compile(r'<i class="fa fa-([a-z\-]+)( fa-flip-horizontal)?"></i>')
+
+
 def to_html(anim: animation.FuncAnimation):
-    """The animation as an ``IPython.display.HTML`` player (frames embedded as PNG); closes
-    its figure so the notebook does not also show a still of it."""
+    """The animation as an ``IPython.display.HTML`` player (frames embedded as PNG, no network
+    needed); closes its figure so the notebook does not also show a still of it."""
     from IPython.display import HTML
 
     html = anim.to_jshtml(default_mode="loop")
     plt.close(anim._fig)
+    html = _PLAYER_FONT_LINK.sub("", html)
+    html = _PLAYER_ICON.sub(lambda match: "\u25c0" if match.group(2) else
+                            _PLAYER_ICONS.get(match.group(1), match.group(1)), html)
     return HTML(html)
 
 
@@ -124,3 +142,66 @@ def save_gif(anim: animation.FuncAnimation, name: str):
 
 
 __all__ = ["animate_panels", "animate_raster", "save_gif", "to_html"]
+
+
+def animate_rasters(rasters, *, titles=None, suptitle: str = "", width: float = 5.0,
+                    panel_height: float = 1.5) -> animation.FuncAnimation:
+    """Animate several rasters over the same steps, one panel above the other (e.g. one layer
+    under two input encodings): frame ``t`` shows each panel's spikes of steps ``0..t-1`` and
+    highlights step ``t``, as :func:`animate_raster` does for one.
+
+    Args:
+        rasters: a sequence of ``[T, N_i]`` spike arrays (time-major, nonzero where neuron ``n``
+            fires at step ``t``), the same ``T`` for all; the neuron counts ``N_i`` may differ.
+        titles: one title per panel.
+        suptitle: figure title; ``{t}`` is replaced by the step.
+        width: inches.
+        panel_height: inches per panel.
+
+    Returns:
+        The animation (``T`` frames).
+    """
+    rasters = [_to_numpy(spikes, "every raster", (2,)) != 0 for spikes in rasters]
+    if not rasters:
+        raise ValueError("rasters is empty: expected one or more [T, N] spike arrays")
+    steps = [spikes.shape[0] for spikes in rasters]
+    if len(set(steps)) != 1:
+        raise ValueError(f"every raster needs the same number of steps T, got T = {steps}")
+    if titles is not None and len(titles) != len(rasters):
+        raise ValueError(f"titles needs one entry per raster ({len(rasters)}), got {len(titles)}")
+    T = steps[0]
+    fig, axes = plt.subplots(len(rasters), 1, sharex=True, squeeze=False, dpi=ANIMATION_DPI,
+                             figsize=(width, panel_height * len(rasters) + 0.9),
+                             layout="constrained")  # room for the titles and the time axis
+    panels = []
+    for index, (spikes, ax) in enumerate(zip(rasters, axes[:, 0])):
+        ax.set_xlim(-0.5, T - 0.5)
+        ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
+        ax.set_ylabel("neuron")
+        ax.grid(False, axis="y")
+        if titles is not None:
+            ax.set_title(titles[index], fontsize="small")
+        past = ax.scatter([], [], marker="|", color=SPIKE_COLOR, s=30, linewidths=1.2)
+        now = ax.scatter([], [], marker="|", color="tab:red", s=60, linewidths=2.0)
+        cursor = ax.axvspan(-0.5, 0.5, color="tab:red", alpha=0.08)
+        panels.append((spikes, past, now, cursor))
+    axes[-1, 0].set_xlabel("time step t")
+    heading = fig.suptitle(suptitle.format(t=0))
+
+    def draw(t):
+        artists = [heading]
+        for spikes, past, now, cursor in panels:
+            times, neurons = np.nonzero(spikes[:t])  # steps before t
+            past.set_offsets(np.column_stack([times, neurons]) if len(times) else np.empty((0, 2)))
+            current = np.flatnonzero(spikes[t])
+            now.set_offsets(np.column_stack([np.full(len(current), t), current])
+                            if len(current) else np.empty((0, 2)))
+            cursor.set_x(t - 0.5)
+            artists += [past, now, cursor]
+        heading.set_text(suptitle.format(t=t))
+        return artists
+
+    return animation.FuncAnimation(fig, draw, frames=T, interval=INTERVAL_MS, blit=False)
+
+
+__all__ += ["animate_rasters"]

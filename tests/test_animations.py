@@ -48,3 +48,53 @@ def test_html_embeds_every_frame_and_gif_has_every_step(tmp_path, monkeypatch):
     assert path == tmp_path / "99_test_animation.gif"
     assert Image.open(path).n_frames == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["99_test_animation.gif"]  # no temp
+
+
+def test_rasters_run_in_step_and_each_panel_shows_its_own_spikes():
+    import gc
+
+    import matplotlib.pyplot as plt
+
+    direct = np.zeros((3, 2))
+    direct[0, 0] = direct[1, 1] = direct[2, 0] = 1  # [T, N]
+    rate = np.zeros((3, 4))
+    rate[0, 3] = rate[2, 1] = rate[2, 2] = 1  # [T, N]: another neuron count, the same T
+    anim = animations.animate_rasters([direct, rate], titles=["direct", "rate"],
+                                      suptitle="step {t}")
+    top, bottom = anim._fig.axes[:2]
+    anim._func(2)
+    assert sorted(map(tuple, top.collections[0].get_offsets().tolist())) == [(0, 0), (1, 1)]
+    assert top.collections[1].get_offsets().tolist() == [[2, 0]]
+    assert bottom.collections[0].get_offsets().tolist() == [[0, 3]]
+    assert sorted(map(tuple, bottom.collections[1].get_offsets().tolist())) == [(2, 1), (2, 2)]
+    assert anim._fig._suptitle.get_text() == "step 2"
+    assert [top.get_title(), bottom.get_title()] == ["direct", "rate"]
+    assert top.get_ylim() == (-0.5, 1.5) and bottom.get_ylim() == (-0.5, 3.5)
+    anim._func(0)
+    assert len(top.collections[0].get_offsets()) == 0  # nothing before the first step
+    assert top.collections[1].get_offsets().tolist() == [[0, 0]]
+    plt.close(anim._fig)
+    del anim
+    gc.collect()  # matplotlib warns when an unrendered animation is freed: here, not at exit
+    with pytest.raises(ValueError, match="same number of steps"):
+        animations.animate_rasters([direct, rate[:2]])
+    with pytest.raises(ValueError, match="titles"):
+        animations.animate_rasters([direct, rate], titles=["only one"])
+    with pytest.raises(ValueError, match="2 dimensions"):
+        animations.animate_rasters([direct[0]])
+    with pytest.raises(ValueError, match="empty"):
+        animations.animate_rasters([])
+
+
+def test_the_player_works_offline():
+    """No Font Awesome link to a CDN (a classroom or the docs site may be offline); the buttons
+    keep a visible symbol each."""
+    html = animations.to_html(animations.animate_panels(np.zeros((2, 4, 4)))).data
+    assert "font-awesome" not in html and "http://" not in html and "https://" not in html
+    assert 'class="fa fa-' not in html and "\u25b6" in html  # the play symbol
+
+
+def test_raster_ticks_are_whole_steps():
+    anim = animations.animate_raster(np.eye(6))
+    ticks = anim._fig.axes[0].get_xticks()
+    assert all(float(tick).is_integer() for tick in ticks)
