@@ -47,7 +47,7 @@ def animate_panels(frames, *, titles=None, suptitle: str = "", cmap: str = "magm
     vmin = float(frames.min()) if vmin is None else vmin
     vmax = float(frames.max()) if vmax is None else vmax
     fig, axes = plt.subplots(1, P, figsize=(panel_size * P + 0.8, panel_size + 0.5),
-                             squeeze=False, dpi=ANIMATION_DPI)
+                             squeeze=False, dpi=ANIMATION_DPI, layout="constrained")
     images = []
     for panel, ax in enumerate(axes[0]):
         images.append(ax.imshow(frames[0, panel], cmap=cmap, vmin=vmin, vmax=vmax,
@@ -71,8 +71,8 @@ def animate_panels(frames, *, titles=None, suptitle: str = "", cmap: str = "magm
 
 
 def animate_raster(spikes, *, title: str = "", figsize=(5.0, 2.6)) -> animation.FuncAnimation:
-    """Animate a raster being written: frame ``t`` shows the spikes of steps ``0..t``, the
-    current step's spikes highlighted.
+    """Animate a raster being written: frame ``t`` shows the spikes of steps ``0..t-1``, the
+    current step's spikes highlighted (:func:`animate_rasters` with one panel).
 
     Args:
         spikes: ``[T, N]`` (time-major), nonzero where neuron ``n`` fires at step ``t``.
@@ -82,32 +82,8 @@ def animate_raster(spikes, *, title: str = "", figsize=(5.0, 2.6)) -> animation.
     Returns:
         The animation (``T`` frames).
     """
-    spikes = _to_numpy(spikes, "spikes", (2,)) != 0
-    T, N = spikes.shape
-    fig, ax = plt.subplots(figsize=figsize, dpi=ANIMATION_DPI, layout="constrained")
-    ax.set_xlim(-0.5, T - 0.5)
-    ax.set_ylim(-0.5, N - 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("neuron")
-    ax.grid(False, axis="y")
-    past = ax.scatter([], [], marker="|", color=SPIKE_COLOR, s=30, linewidths=1.2)
-    now = ax.scatter([], [], marker="|", color="tab:red", s=60, linewidths=2.0)
-    cursor = ax.axvspan(-0.5, 0.5, color="tab:red", alpha=0.08)
-    heading = ax.set_title(title.format(t=0))
-
-    def draw(t):
-        times, neurons = np.nonzero(spikes[:t])  # steps before t
-        past.set_offsets(np.column_stack([times, neurons]) if len(times) else np.empty((0, 2)))
-        current = np.flatnonzero(spikes[t])
-        now.set_offsets(np.column_stack([np.full(len(current), t), current])
-                        if len(current) else np.empty((0, 2)))
-        cursor.set_x(t - 0.5)
-        heading.set_text(title.format(t=t))
-        return [past, now, cursor, heading]
-
-    return animation.FuncAnimation(fig, draw, frames=T, interval=INTERVAL_MS, blit=False)
+    width, height = figsize
+    return animate_rasters([spikes], suptitle=title, width=width, panel_height=height - 0.9)
 
 
 # matplotlib's player links Font Awesome from a CDN for its button icons; the lessons must work
@@ -125,7 +101,8 @@ def to_html(anim: animation.FuncAnimation):
     needed); closes its figure so the notebook does not also show a still of it."""
     from IPython.display import HTML
 
-    html = anim.to_jshtml(default_mode="loop")
+    with plt.rc_context({"savefig.dpi": "figure"}):  # frames at the animation's own dpi
+        html = anim.to_jshtml(default_mode="loop")
     plt.close(anim._fig)
     html = _PLAYER_FONT_LINK.sub("", html)
     html = _PLAYER_ICON.sub(lambda match: "\u25c0" if match.group(2) else
@@ -137,11 +114,14 @@ def save_gif(anim: animation.FuncAnimation, name: str):
     """Write the animation as ``<figures_dir()>/<name>.gif`` (Pillow, no ffmpeg); returns the
     path. Written to a temporary file and renamed."""
     fps = 1000 / INTERVAL_MS
-    return write_figure_file(
-        name, ".gif", lambda tmp: anim.save(tmp, writer=animation.PillowWriter(fps=fps)))
+
+    def write(tmp):
+        with plt.rc_context({"savefig.dpi": "figure"}):  # frames at the animation's own dpi
+            anim.save(tmp, writer=animation.PillowWriter(fps=fps))
+
+    return write_figure_file(name, ".gif", write)
 
 
-__all__ = ["animate_panels", "animate_raster", "save_gif", "to_html"]
 
 
 def animate_rasters(rasters, *, titles=None, suptitle: str = "", width: float = 5.0,
@@ -179,6 +159,8 @@ def animate_rasters(rasters, *, titles=None, suptitle: str = "", width: float = 
         ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
         ax.set_ylabel("neuron")
         ax.grid(False, axis="y")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if titles is not None:
             ax.set_title(titles[index], fontsize="small")
         past = ax.scatter([], [], marker="|", color=SPIKE_COLOR, s=30, linewidths=1.2)
@@ -204,4 +186,4 @@ def animate_rasters(rasters, *, titles=None, suptitle: str = "", width: float = 
     return animation.FuncAnimation(fig, draw, frames=T, interval=INTERVAL_MS, blit=False)
 
 
-__all__ += ["animate_rasters"]
+__all__ = ["animate_panels", "animate_raster", "animate_rasters", "save_gif", "to_html"]

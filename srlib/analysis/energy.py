@@ -8,7 +8,7 @@ A synaptic operation driven by a binary spike is an addition.
 Conventions (per image, all time steps):
 
     "paper"      E = E_AC * SOPs
-                 SpikingResformer's Table 1 (Ti: 2.73 G SOPs -> 2.46 mJ): only the counted
+                 SpikingResformer's Table 2 (Ti: 2.73 G SOPs -> 2.46 mJ): only the counted
                  layers' SOPs; the stem conv (analog input, real MACs) and the classifier are
                  not charged. The default.
     "with_stem"  E = E_AC * SOPs + E_MAC * (stem MACs over the T steps the model computes)
@@ -29,7 +29,7 @@ E_MAC_PJ = 4.6  # energy of one 32-bit float multiply-accumulate, 45 nm (Horowit
 PJ_PER_MJ = 1e9
 
 CONVENTIONS = {
-    "paper": "E_AC x SOPs (stem and classifier not charged), as SpikingResformer's Table 1",
+    "paper": "E_AC x SOPs (stem and classifier not charged), as SpikingResformer's Table 2",
     "with_stem": "E_AC x SOPs + E_MAC x stem MACs summed over the T steps",
 }
 
