@@ -449,3 +449,22 @@ def test_cuda_fused_node_equals_spikingjelly():
     got = run_neuron(fused_lif().cuda(), x, grad)
     assert torch.equal(got[0], want[0])
     torch.testing.assert_close(got[1], want[1])
+
+
+@pytest.mark.slow
+def test_compiled_blocks_keep_results_and_state_dict():
+    """Regional compilation (every block compiled on its own, inductor on the CPU): the same
+    training as the plain model to rounding, the same state-dict keys, and blocks of one type
+    and shape share one compiled graph (two DSSA + GWFFN pairs: three graphs with the stem)."""
+    from torch._dynamo.utils import counters
+
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64) * 3
+    plain = tiny_model(widths=(16,), depths=(2,), num_heads=(1,), patch_sizes=(2,))
+    fast = apply_perf_options(copy.deepcopy(plain), PerfOptions(
+        neuron_kernel="fused-compiled", stem_once=True, compile="blocks"))
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    torch._dynamo.reset()
+    counters.clear()
+    got = train_twice(fast, x)
+    assert_same_training(got, train_twice(plain, x), rtol=1e-9, atol=1e-11)
+    assert counters["stats"]["unique_graphs"] == 3  # stem, DSSA, GWFFN: each compiled once
