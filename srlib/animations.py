@@ -160,7 +160,7 @@ def animate_rasters(rasters, *, titles=None, suptitle: str = "", width: float = 
         ax.set_ylabel("neuron")
         ax.grid(False, axis="y")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # few, on short panels
         if titles is not None:
             ax.set_title(titles[index], fontsize="small")
         past = ax.scatter([], [], marker="|", color=SPIKE_COLOR, s=30, linewidths=1.2)

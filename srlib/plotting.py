@@ -149,6 +149,37 @@ def write_figure_file(name: str, suffix: str, write) -> Path:
     return path
 
 
+def interact(show, **controls):
+    """``ipywidgets.interact`` for a function that draws and returns a figure, shown once.
+
+    ``show(**values)`` builds a figure and returns it (so an ordinary cell can call it with its
+    defaults, save the figure and show it). Inside a widget the figure would appear twice: as
+    the function's return value and again through the inline backend, which shows every figure
+    still open when the call ends. The wrapper closes the figure after drawing, so only the
+    returned one is shown, and old figures do not pile up in memory while a student moves the
+    controls.
+
+    Args:
+        show: the drawing function; its signature gives the controls' names and defaults.
+        **controls: widgets or abbreviations for ``ipywidgets.interact``, e.g.
+            ``tau=FloatSlider(2.0, min=1.1, max=10.0, continuous_update=False)``.
+
+    Returns:
+        What ``ipywidgets.interact`` returns (the wrapped function, with its widget shown).
+    """
+    import functools
+
+    from ipywidgets import interact as ipywidgets_interact
+
+    @functools.wraps(show)
+    def view(*args, **values):
+        fig = show(*args, **values)
+        plt.close(fig)
+        return fig
+
+    return ipywidgets_interact(view, **controls)
+
+
 def _to_numpy(x, name: str, ndims: tuple[int, ...]) -> np.ndarray:
     """Convert a tensor/array-like to a float numpy array and check its rank."""
     if hasattr(x, "detach"):  # torch tensor, without importing torch here

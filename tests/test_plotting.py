@@ -267,3 +267,24 @@ def test_plot_map_grid_shares_one_scale_per_column_or_for_all():
         plotting.plot_map_grid(maps, share="row")
     with pytest.raises(ValueError, match="4 dimensions"):
         plotting.plot_map_grid(maps[0])
+
+
+def test_interact_shows_the_figure_once_and_closes_it():
+    """The wrapped function keeps the drawing function's signature (ipywidgets builds controls
+    from it), returns the figure for ipywidgets to show, and leaves no figure open for the
+    inline backend to show a second time."""
+    import inspect
+
+    from ipywidgets import FloatSlider
+
+    def show_line(slope=1.0, label="line"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, slope], label=label)
+        return fig
+
+    before = set(plt.get_fignums())
+    view = plotting.interact(show_line, slope=FloatSlider(1.0, min=0.0, max=2.0))
+    assert list(inspect.signature(view).parameters) == ["slope", "label"]
+    fig = view(slope=0.5)
+    assert fig.axes[0].lines[0].get_ydata()[1] == 0.5
+    assert set(plt.get_fignums()) == before  # nothing left open: shown once, by ipywidgets

@@ -1,0 +1,1 @@
+"""Browser tests of the lessons: JupyterLab in headless Chromium, driven by Playwright."""
