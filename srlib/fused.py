@@ -216,7 +216,8 @@ class FusedLIFNode(neuron.LIFNode):
 
     Args:
         kernel: ``"eager"`` (default) or ``"compiled"``, see the module docstring.
-        *args, **kwargs: as ``spikingjelly.activation_based.neuron.LIFNode``.
+        *args: as ``spikingjelly.activation_based.neuron.LIFNode``.
+        **kwargs: as ``spikingjelly.activation_based.neuron.LIFNode``.
     """
 
     def __init__(self, *args, kernel: str = "eager", **kwargs):
