@@ -19,10 +19,11 @@ RECIPES = sorted(CONFIGS.glob("*.yaml"))
 PAPER_RUNS = {"default", "imagenet_ti", "imagenet_s", "imagenet_m", "imagenet_l", "cifar10",
               "cifar100", "transfer_cifar10", "transfer_cifar100", "cifar10dvs",
               "dvs128gesture"}
+SPIKFORMER_RUNS = {"spikformer_8_384", "spikformer_8_512", "spikformer_cifar10"}
 
 
 def test_every_paper_run_has_a_recipe():
-    assert PAPER_RUNS <= {path.stem for path in RECIPES}
+    assert PAPER_RUNS | SPIKFORMER_RUNS <= {path.stem for path in RECIPES}
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +103,53 @@ def test_recipes_ship_with_the_package_and_load_by_name():
 
 
 def test_paper_recipes_use_the_authors_seed_and_effective_dvs_loss():
-    """The authors seed every run with 12450; their DVS configs set mixup, which picks a
-    soft-target loss on one-hot labels without mixing anything: no label smoothing acts."""
+    """The authors seed every run with 12450 (Spikformer's timm script with 42); their DVS
+    configs set mixup, which picks a soft-target loss on one-hot labels without mixing
+    anything: no label smoothing acts."""
     for recipe in RECIPES:
         if recipe.stem == "default":
             continue
         config = load_config(recipe)
-        assert config.seed == 12450, recipe.stem
+        assert config.seed == (42 if recipe.stem in SPIKFORMER_RUNS else 12450), recipe.stem
         if dataset_info(config.dataset).sequence:
             assert config.label_smoothing == 0.0 and config.mixup == config.cutmix == 0.0, \
                 recipe.stem
+
+
+# Spikformer's public recipes (github.com/ZK-Zhou/spikformer imagenet/imagenet.yml and
+# cifar10/cifar10.yml, trained by its timm train.py: seed 42, the scheduler's 10 cooldown epochs
+# added to `epochs`), value by value
+SPIKFORMER_PUBLIC = {
+    "imagenet": dict(img_size=224, batch_size=24, lr=5e-4, min_lr=1e-5, weight_decay=5e-2,
+                     cosine_epochs=300, cooldown_epochs=10, warmup_epochs=20, warmup_lr=1e-6,
+                     mixup=0.8, cutmix=1.0, mixup_switch_prob=0.5, label_smoothing=0.1,
+                     auto_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25, crop_pct=1.0,
+                     crop_scale_min=1.0, amp="fp16"),
+    "cifar10": dict(img_size=32, T=4, batch_size=128, lr=5e-4, min_lr=1e-5, weight_decay=6e-2,
+                    cosine_epochs=300, cooldown_epochs=10, warmup_epochs=20, warmup_lr=1e-5,
+                    mixup=0.5, cutmix=0.0, mixup_off_epoch=200, label_smoothing=0.1,
+                    auto_augment="rand-m9-n1-mstd0.4-inc1", random_erasing=0.25, crop_pct=1.0,
+                    normalize_mean=(0.4914, 0.4822, 0.4465),
+                    normalize_std=(0.2470, 0.2435, 0.2616), color_jitter=0.0, amp="fp16"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(SPIKFORMER_RUNS))
+def test_spikformer_recipes_are_its_public_configs(recipe):
+    config = load_config(recipe)
+    public = SPIKFORMER_PUBLIC[config.dataset]
+    for key, value in public.items():
+        ours = (config.epochs - config.cooldown_epochs if key == "cosine_epochs"
+                else getattr(config, key))
+        assert ours == value, (recipe, key, ours, value)
+    assert (config.schedule_unit, config.seed, config.eval_amp) == ("epoch", 42, True)
+
+
+def test_paper_recipes_schedule_per_epoch_and_the_main_job_per_step():
+    """The paper recipes reproduce the authors' timm cosine, one lr per epoch; the main job
+    keeps srlib's per-step cosine (tests/test_train.py checks both against their formulas)."""
+    for recipe in RECIPES:
+        config = load_config(recipe)
+        assert config.schedule_unit == ("step" if recipe.stem == "default" else "epoch"), \
+            recipe.stem
+        assert config.eval_amp == (recipe.stem in SPIKFORMER_RUNS), recipe.stem

@@ -1,4 +1,5 @@
-"""srlib.train: schedule, parameter groups, losses, one training step, the CLI, a tiny run."""
+"""srlib.train: schedules (against timm's), parameter groups, losses, one training step, the
+non-finite guards, evaluation precision, the CLI, a tiny run."""
 
 import math
 import subprocess
@@ -9,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_datasets import write_dvs_frames, write_fashion_mnist
+from tiny_datasets import write_dvs_frames, write_fashion_mnist, write_image_folder
 
 import srlib
 from srlib.checkpoint import read_checkpoint
-from srlib.train import (CosineWarmupSchedule, NonFiniteLossError, Trainer, build_optimizer,
-                         classification_loss, load_config, make_config)
+from srlib.train import (CosineWarmupSchedule, NonFiniteBatchError, NonFiniteGradientError,
+                         NonFiniteLossError, NonFiniteStateError, Trainer, build_optimizer,
+                         build_schedule, classification_loss, load_config, make_config)
 from srlib.train.__main__ import main, parse_config
 from srlib.train.distributed import resolve_device
 from srlib.train.optim import param_groups
@@ -50,6 +52,60 @@ def test_cosine_warmup_schedule_closed_form():
     restored = CosineWarmupSchedule(optimizer, 110, 1e-3, 10, 1e-5, 2e-5)
     restored.load_state_dict({"step_count": 37})
     assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[37])
+
+
+@pytest.mark.parametrize("recipe", ["imagenet_ti", "cifar10dvs", "spikformer_8_384",
+                                    "spikformer_cifar10"])
+def test_epoch_schedule_is_timm_s_cosine_over_a_whole_run(recipe):
+    """schedule_unit "epoch" is timm's CosineLRScheduler as the authors build it
+    (create_scheduler_v2 in main.py; Spikformer's train.py: create_scheduler, the same scheduler)
+    and step it (once per epoch, step(epoch + 1)), at every optimizer step of the whole run."""
+    from timm.scheduler import create_scheduler_v2
+
+    config = load_config(recipe)
+    assert config.schedule_unit == "epoch"
+    steps_per_epoch = 7
+    ours_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    ours = build_schedule(ours_optimizer, config, steps_per_epoch)
+    timm_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    cooldown = 10  # both pass cooldown_epochs=10: it only changes the epoch count returned
+    theirs, epochs = create_scheduler_v2(
+        timm_optimizer, sched="cosine", num_epochs=config.epochs - config.cooldown_epochs,
+        cooldown_epochs=cooldown, min_lr=config.min_lr, warmup_lr=config.warmup_lr,
+        warmup_epochs=int(config.warmup_epochs))
+    # Spikformer trains the returned 300 + 10 epochs; the SpikingResformer authors ignore it
+    # and train their configured epochs, with no cooldown
+    assert config.epochs == (epochs if config.cooldown_epochs else epochs - cooldown)
+    lrs = []
+    for epoch in range(config.epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(ours.get_last_lr()[0])
+            assert lrs[-1] == pytest.approx(timm_optimizer.param_groups[0]["lr"], rel=1e-12,
+                                            abs=1e-18), (epoch, lrs[-1])
+            ours.step()
+        theirs.step(epoch + 1)
+    assert lrs[0] == config.warmup_lr and max(lrs) < config.lr  # the peak is never used
+    # the cosine reaches min_lr only after its last epoch: in the cooldown, if there is one
+    assert (lrs[-1] == config.min_lr) == bool(config.cooldown_epochs)
+    assert min(lrs[steps_per_epoch * int(config.warmup_epochs):]) >= config.min_lr
+    restored = build_schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                              config, steps_per_epoch)
+    restored.load_state_dict({"step_count": 3 * steps_per_epoch + 4})
+    assert restored.get_last_lr()[0] == lrs[3 * steps_per_epoch + 4]
+
+
+def test_step_schedule_holds_min_lr_through_the_cooldown():
+    config = make_config({"epochs": 12, "cooldown_epochs": 2, "warmup_epochs": 1, "lr": 1e-3,
+                          "min_lr": 1e-5})
+    schedule = build_schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                              config, steps_per_epoch=5)
+    assert isinstance(schedule, CosineWarmupSchedule) and schedule.total_steps == 50
+    assert schedule.lr_at(5) == pytest.approx(1e-3)  # the peak, after one epoch of warm-up
+    assert schedule.lr_at(49) > 1e-5 and schedule.lr_at(50) == schedule.lr_at(59) == 1e-5
+    with pytest.raises(ValueError, match="cooldown_epochs must lie in"):
+        make_config({"epochs": 3, "cooldown_epochs": 3})
+    with pytest.raises(ValueError, match="schedule_unit must be one of"):
+        make_config({"schedule_unit": "iteration"})
 
 
 def test_no_weight_decay_on_norms_biases_and_scalars():
@@ -178,6 +234,160 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
                if v.is_floating_point())
 
 
+class _Poisoned(torch.utils.data.Dataset):
+    """A dataset whose item ``bad`` has one NaN pixel."""
+
+    def __init__(self, dataset, bad: int):
+        self.dataset, self.bad = dataset, bad
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        if index == self.bad:
+            image = image.clone()
+            image[0, 3, 5] = float("nan")
+        return image, label
+
+
+def test_a_nan_pixel_stops_the_run_before_the_model_sees_it(tmp_path):
+    """Unchecked, one NaN pixel sets a stem BN running mean to NaN while the loss stays finite.
+    The engine names the step and the item and keeps the model and the run state clean."""
+    trainer = Trainer(tiny_config(tmp_path, save_every=1, epochs=2))
+    bad = 37
+    trainer.train_loader.dataset.dataset = _Poisoned(trainer.train_set, bad)  # SeededDataset
+    trainer.train_loader.sampler.set_epoch(0)
+    order = [index for index, _ in trainer.train_loader.sampler]
+    position = order.index(bad)
+    step, sample = position // 16 + 1, position % 16
+    forwards = []
+    trainer.model.register_forward_pre_hook(lambda module, args: forwards.append(args[0]))
+    with pytest.raises(NonFiniteBatchError, match=f"epoch 1, step {step} .*sample {sample} of "
+                       f"the batch \\(dataset index {bad}\\)") as error:
+        trainer.fit()
+    assert "last.pth" in str(error.value)
+    assert len(forwards) == step - 1 and all(torch.isfinite(x).all() for x in forwards)
+    assert all(torch.isfinite(value).all() for value in trainer.model.state_dict().values()
+               if value.is_floating_point())
+    if step > 1:
+        saved = read_checkpoint(tmp_path / "runs" / "tiny" / "last.pth")
+        assert saved["step"] == step - 1
+
+
+def test_finiteness_checks_against_an_element_wise_test():
+    """The fast checks (a sum or 2-norm per dtype) against torch.isfinite element by element,
+    including finite values large enough to overflow the fast reduction."""
+    from srlib.train.finite import all_finite, batch_finite
+
+    huge = torch.full((4, 5), 3e38)  # finite; its sum and 2-norm overflow to inf
+    for tensors in ([torch.randn(3, 4), torch.randn(5, dtype=torch.float64)], [huge],
+                    [torch.randn(3), torch.tensor([1.0, float("nan")])],
+                    [torch.tensor([float("-inf")], dtype=torch.float64), torch.randn(2)]):
+        expected = all(torch.isfinite(t).all() for t in tensors)
+        assert all_finite(tensors) == expected
+        assert batch_finite(tensors[-1]) == bool(torch.isfinite(tensors[-1]).all())
+
+
+def test_non_finite_gradient_stops_before_the_optimizer_step(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, save_every=1, epochs=2))
+    weight = trainer.model.prologue[0].weight
+    calls = []
+
+    def poison(grad):  # the third backward gives a NaN gradient
+        calls.append(1)
+        return grad * float("nan") if len(calls) == 3 else grad
+
+    weight.register_hook(poison)
+    before = []
+    trainer.model.register_forward_pre_hook(lambda *args: before.append(weight.detach().clone()))
+    with pytest.raises(NonFiniteGradientError,
+                       match="step 3 in 1 parameter\\(s\\) \\(prologue.0.weight\\)"):
+        trainer.fit()
+    assert torch.equal(weight.detach(), before[-1])  # the step was not taken
+    assert read_checkpoint(tmp_path / "runs" / "tiny" / "last.pth")["step"] == 2
+
+
+def test_non_finite_buffer_stops_and_is_never_saved(tmp_path):
+    """A batch-norm running mean turned NaN (an overflow, say) leaves the loss finite: the state
+    check after the step stops the run before that state can be saved."""
+    trainer = Trainer(tiny_config(tmp_path, save_every=1, epochs=2))
+    norm = trainer.model.prologue[1].bn  # the stem's BatchNorm2d
+    calls = []
+
+    def corrupt(module, args, output):  # in the second forward
+        calls.append(1)
+        if len(calls) == 2:
+            module.running_mean.data[0] = float("nan")  # (behind autograd's version check)
+
+    norm.register_forward_hook(corrupt)
+    with pytest.raises(NonFiniteStateError, match="after epoch 1, step 2 in 1 parameter\\(s\\) / "
+                       "buffer\\(s\\) \\(prologue.1.bn.running_mean\\)"):
+        trainer.fit()
+    saved = read_checkpoint(tmp_path / "runs" / "tiny" / "last.pth")
+    assert saved["step"] == 1 and torch.isfinite(saved["model"]["prologue.1.bn.running_mean"]).all()
+
+
+def test_cli_exits_1_with_the_message_on_a_non_finite_batch(tmp_path, monkeypatch, capsys):
+    from srlib.data.fashion_mnist import FashionMNIST
+
+    original = FashionMNIST.__getitem__
+
+    def getitem(self, index):
+        image, label = original(self, index)
+        if len(self) == 64 and index == 5:  # the training split's item 5
+            image = image.clone()
+            image[0, 0, 0] = float("inf")
+        return image, label
+
+    monkeypatch.setattr(FashionMNIST, "__getitem__", getitem)
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    status = main(["--data-root", str(data), "--output-dir", str(tmp_path / "runs"),
+                   "--batch-size", "16", "--device", "cpu", "--threads", "1", "--perf", "plain",
+                   "--no-progress", "--no-tensorboard", "--no-plots"])
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "non-finite input at epoch 1" in error and "dataset index 5" in error
+    assert "Traceback" not in error
+
+
+def test_evaluation_runs_in_float32_unless_eval_amp(tmp_path):
+    """Under bf16 training the evaluation (and so best.pth's selection) runs in float32, as
+    the authors evaluate; eval_amp keeps the autocast."""
+    for eval_amp, expected in ((False, torch.float32), (True, torch.bfloat16)):
+        trainer = Trainer(tiny_config(tmp_path / str(eval_amp), amp="bf16", eval_amp=eval_amp,
+                                      max_eval_samples=8))
+        dtypes = []
+        trainer.model.prologue[0].register_forward_hook(
+            lambda module, args, output: dtypes.append(output.dtype))
+        trainer.evaluate()
+        assert set(dtypes) == {expected}
+        dtypes.clear()
+        trainer.train_loader.sampler.set_epoch(0)
+        trainer.train_step(*next(iter(trainer.train_loader)))
+        assert set(dtypes) == {torch.bfloat16}  # training keeps its autocast
+
+
+def test_bad_recipe_or_checkpoint_fails_before_anything_is_written(tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    with pytest.raises(ValueError, match="expected a timm RandAugment string"):
+        Trainer(load_config("imagenet_ti", data_root=str(write_image_folder(tmp_path / "images")),
+                            auto_augment="rand-m7-x", amp="none", device="cpu",
+                            output_dir=str(tmp_path / "runs"), name="tiny"))
+    with pytest.raises(ValueError, match="auto_augment_ops set, but dataset 'fashion-mnist'"):
+        Trainer(tiny_config(tmp_path, auto_augment_ops=["Rotate"]))
+    other = tmp_path / "other.pth"
+    torch.save({"model": srlib.create_model("spikingresformer_ti").state_dict()}, other)
+    with pytest.raises(srlib.checkpoint.CheckpointError, match="(?s)unexpected key.*mis-shaped"):
+        Trainer(tiny_config(tmp_path, pretrained=str(other), pretrained_ignore=[]))
+    state = dict(read_checkpoint(other), optimizer={}, scheduler={}, epoch=0, epoch_step=0,
+                 step=0, processes=[], best_acc1=0.0, config={})
+    torch.save(state, tmp_path / "state.pth")
+    with pytest.raises(srlib.checkpoint.CheckpointError, match="does not fit"):
+        Trainer(tiny_config(tmp_path, resume=str(tmp_path / "state.pth")))
+    assert not run.exists() and not (tmp_path / "runs").exists()
+
+
 def test_device_is_an_argument():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,6 +435,22 @@ def test_cli_overrides_and_booleans(tmp_path):
     assert (config.epochs, config.tensorboard, config.augment) == (7, False, True)
     assert config.betas == (0.8, 0.9) and config.clip_grad is None
     assert config.data_root == str(tmp_path) and config.dataset == "fashion-mnist"
+
+
+def test_cli_options_of_the_pipeline_fields(capsys):
+    config, _ = parse_config(["--config", "spikformer_cifar10", "--accum-steps", "4",
+                              "--schedule-unit", "step", "--no-eval-amp",
+                              "--auto-augment-ops", "Rotate", "ShearX",
+                              "--normalize-std", "0.2", "0.25", "0.3"])
+    assert (config.accum_steps, config.schedule_unit, config.eval_amp) == (4, "step", False)
+    assert config.auto_augment_ops == ("Rotate", "ShearX")
+    assert config.normalize_std == (0.2, 0.25, 0.3)
+    config, _ = parse_config(["--config", "spikformer_cifar10", "--auto-augment-ops", "none",
+                              "--normalize-std", "null"])
+    assert config.auto_augment_ops is None and config.normalize_std is None
+    with pytest.raises(SystemExit):
+        parse_config(["--normalize-std", "0.2", "0.2"])
+    assert "normalize_std needs 3 values" in capsys.readouterr().err
 
 
 def test_cli_rejects_unknown_options(capsys):

@@ -358,3 +358,82 @@ def test_event_frames_are_resized_like_the_authors():
     assert not torch.allclose(out[:, :2], area)  # bilinear antialiased, not area averaging
     same = EventFrameTransform(train=False, img_size=16)(frames)
     assert torch.equal(same[:, :2], frames)  # at the same size nothing is resampled
+
+
+# --- Spikformer's CIFAR-10 pipeline: its own RandAugment ops and normalisation ------------------
+# github.com/ZK-Zhou/spikformer cifar10/cifar10.yml (aa rand-m9-n1-mstd0.4-inc1, scale and ratio
+# [1, 1], colour jitter 0, bicubic, reprob 0.25 'const', its std) through its
+# cifar10/transforms_factory.py, which is timm's with cifar10/aa_snn.py's rand_augment_transform:
+# timm's RandAugment over the five ops of aa_snn's _RAND_INCREASING_TRANSFORMS, hparams
+# translate_const int(0.45 * 32), the mean pixel, bicubic.
+SPIKFORMER_CIFAR_OPS = ["Equalize", "Rotate", "ShearX", "TranslateXRel", "TranslateYRel"]
+SPIKFORMER_CIFAR = dict(input_size=(3, 32, 32), scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.5,
+                        vflip=0.0, color_jitter=0.0, interpolation="bicubic",
+                        auto_augment="rand-m9-n1-mstd0.4-inc1", mean=(0.4914, 0.4822, 0.4465),
+                        std=(0.2470, 0.2435, 0.2616), re_prob=0.25, re_mode="const",
+                        re_count=1)
+
+
+def _spikformer_cifar_train():
+    from timm.data.transforms import str_to_pil_interp
+
+    transform = timm_data.create_transform(**SPIKFORMER_CIFAR, is_training=True)
+    mean = SPIKFORMER_CIFAR["mean"]
+    hparams = dict(translate_const=int(32 * 0.45),
+                   img_mean=tuple(min(255, round(255 * value)) for value in mean),
+                   interpolation=str_to_pil_interp("bicubic"))
+    steps = transform.transforms
+    index = next(i for i, step in enumerate(steps) if type(step).__name__ == "RandAugment")
+    steps[index] = rand_augment_transform(SPIKFORMER_CIFAR["auto_augment"], hparams,
+                                          transforms=SPIKFORMER_CIFAR_OPS)
+    return transform
+
+
+def test_spikformer_cifar10_recipe_pipeline_is_spikformer_s(tmp_path, monkeypatch):
+    config = yaml.safe_load((CONFIGS / "spikformer_cifar10.yaml").read_text())
+    assert config["auto_augment_ops"] == SPIKFORMER_CIFAR_OPS
+    assert tuple(config["normalize_std"]) == SPIKFORMER_CIFAR["std"]
+    assert config["random_erasing"] == SPIKFORMER_CIFAR["re_prob"]
+    options = {key: config[key] for key in ("auto_augment", "auto_augment_ops", "color_jitter",
+                                            "random_erasing", "crop_pct", "normalize_mean",
+                                            "normalize_std")}
+    root = write_cifar(tmp_path, "cifar10")
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    ours = build_dataset("cifar10", root, True, config["img_size"], **options).transform
+    theirs = _spikformer_cifar_train()
+    _assert_same_steps(ours, theirs)
+    names = [op.name for op in ours.transforms[2].ops]
+    assert names == SPIKFORMER_CIFAR_OPS and ours.transforms[2].num_layers == 1
+    erased = 0
+    for image in _images(32):
+        for seed in range(24):
+            mine = _seeded(ours, image, seed)
+            assert torch.equal(mine, _seeded(theirs, image, seed)), f"seed {seed}"
+            erased += int((mine == 0).all(0).any())
+    assert 0 < erased < 24  # probability 0.25 per image
+    evaluation = build_dataset("cifar10", root, False, 32, **options).transform
+    reference = timm_data.create_transform((3, 32, 32), is_training=False,
+                                           interpolation="bicubic", crop_pct=1.0,
+                                           mean=SPIKFORMER_CIFAR["mean"],
+                                           std=SPIKFORMER_CIFAR["std"])
+    _assert_same_steps(evaluation, reference)
+    for image in _images(32):
+        assert torch.equal(evaluation(image), reference(image))
+
+
+def test_bad_op_lists_and_normalisation_are_clear_errors(tmp_path, monkeypatch):
+    root = write_cifar(tmp_path, "cifar10")
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    aa = "rand-m9-n1-mstd0.4-inc1"
+    for train in (True, False):  # the test split checks the recipe too
+        with pytest.raises(ValueError, match=r"unknown RandAugment op\(s\) \['Blur'\]"):
+            build_dataset("cifar10", root, train, auto_augment=aa,
+                          auto_augment_ops=["Rotate", "Blur"])
+    with pytest.raises(ValueError, match="needs a RandAugment string"):
+        build_dataset("cifar10", root, True, auto_augment=None, auto_augment_ops=["Rotate"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        build_dataset("cifar10", root, True, auto_augment=aa, auto_augment_ops="Rotate")
+    with pytest.raises(ValueError, match="normalize_std must be three positive numbers"):
+        build_dataset("cifar10", root, True, normalize_std=(0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match="normalize_mean must be three numbers"):
+        build_dataset("cifar10", root, True, normalize_mean=(0.5, 0.5))

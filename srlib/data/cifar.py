@@ -11,7 +11,7 @@ from torchvision import datasets
 
 from srlib.data.transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD,
                                    CIFAR_AUTO_AUGMENT, CIFAR_CROP_PCT, check_auto_augment,
-                                   cifar_transform)
+                                   check_normalization, check_rand_augment_ops, cifar_transform)
 from srlib.paths import data_dir
 
 _VARIANTS = {  # name -> (torchvision class, folder inside root, mean, std, classes)
@@ -23,7 +23,8 @@ _VARIANTS = {  # name -> (torchvision class, folder inside root, mean, std, clas
 def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_size: int = 32,
           download: bool = False, auto_augment: str | None = CIFAR_AUTO_AUGMENT,
           color_jitter: float = 0.0, random_erasing: float = 0.0,
-          crop_pct: float = CIFAR_CROP_PCT, augment: bool | None = None):
+          crop_pct: float = CIFAR_CROP_PCT, augment: bool | None = None,
+          auto_augment_ops=None, normalize_mean=None, normalize_std=None):
     """CIFAR-10/100 with the authors' CIFAR transforms (see :func:`cifar_transform`).
 
     Args:
@@ -40,9 +41,24 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
         crop_pct: evaluation center crop of ``img_size`` out of ``img_size / crop_pct`` (the
             authors: 1, the whole image).
         augment: flips and RandAugment (default: for the training split only).
+        auto_augment_ops: timm op names replacing the RandAugment string's op set, e.g.
+            Spikformer's ``("Equalize", "Rotate", "ShearX", "TranslateXRel",
+            "TranslateYRel")``; None: timm's set for the string.
+        normalize_mean, normalize_std: per-channel statistics of the normalisation; None: the
+            authors' for the dataset (Spikformer's CIFAR-10 std is (0.2470, 0.2435, 0.2616)).
     """
-    check_auto_augment(auto_augment)  # also for the test split: a bad recipe fails early
+    # checked for the test split too: a bad recipe fails before anything runs
+    check_auto_augment(auto_augment)
+    check_rand_augment_ops(auto_augment_ops)
+    if auto_augment_ops is not None and not auto_augment:
+        raise ValueError(f"auto_augment_ops {list(auto_augment_ops)} needs a RandAugment string "
+                         "in auto_augment (e.g. 'rand-m9-n1-mstd0.4-inc1'), got "
+                         f"{auto_augment!r}")
+    check_normalization("normalize_mean", normalize_mean)
+    check_normalization("normalize_std", normalize_std, positive=True)
     dataset_cls, folder, mean, std, _ = _VARIANTS[name]
+    mean = tuple(mean if normalize_mean is None else normalize_mean)
+    std = tuple(std if normalize_std is None else normalize_std)
     root = data_dir() if root is None else Path(root)
     if not download and not (root / folder).is_dir():
         raise FileNotFoundError(
@@ -51,7 +67,7 @@ def cifar(name: str, root: str | os.PathLike | None, train: bool = True, img_siz
             f"{root}, or point --data-root at the folder that contains {folder}/.")
     augment = train if augment is None else augment
     transform = cifar_transform(augment, img_size, mean, std, auto_augment, color_jitter,
-                                random_erasing, crop_pct)
+                                random_erasing, crop_pct, auto_augment_ops)
     try:
         return dataset_cls(str(root), train=train, transform=transform, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"

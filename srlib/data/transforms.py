@@ -10,10 +10,12 @@ the same timm pieces in the same order:
 3. timm's RandAugment, given by the recipe's timm string (``auto_augment``, e.g.
    ``rand-m7-mstd0.5-inc1``: magnitude 7 out of 10, each picked op applied with probability
    0.5, the magnitude redrawn per op from a Gaussian of std 0.5, the 'increasing' op set,
-   fills with the mean pixel) -- or, when ``auto_augment`` is off, colour jitter: timm turns
+   fills with the mean pixel; Spikformer's CIFAR-10 code draws from its own five ops,
+   ``auto_augment_ops``) -- or, when ``auto_augment`` is off, colour jitter: timm turns
    colour jitter off under RandAugment, so the authors' ImageNet ``color_jitter=0.4`` is
    inactive;
-4. conversion to a tensor and normalisation by the dataset's mean and std;
+4. conversion to a tensor and normalisation by the dataset's mean and std (or the recipe's:
+   Spikformer's CIFAR-10 std differs from the authors');
 5. optionally, timm's random erasing (Spikformer's recipes; the authors' ``cutout`` is off).
 
 Evaluation resizes the short side to ``img_size / crop_pct`` (bicubic) and center-crops
@@ -71,6 +73,10 @@ _RAND_EXAMPLE = ("expected a timm RandAugment string: 'rand' then '-'-separated 
                  "m<int> (magnitude 0-10), n<int> (ops per image), mstd<float> (magnitude "
                  "noise), mmax<int>, inc<0|1> (increasing op set), p<float> (probability per "
                  "op), t<weights|3a|3aw>; e.g. 'rand-m7-mstd0.5-inc1'")
+# Spikformer's CIFAR-10 RandAugment op list (github.com/ZK-Zhou/spikformer, cifar10/aa_snn.py,
+# _RAND_TRANSFORMS and _RAND_INCREASING_TRANSFORMS: the same five) and its normalisation std
+SPIKFORMER_CIFAR_OPS = ("Equalize", "Rotate", "ShearX", "TranslateXRel", "TranslateYRel")
+SPIKFORMER_CIFAR10_STD = (0.2470, 0.2435, 0.2616)  # cifar10/cifar10.yml
 _SEED_STRIDE = 1_000_003  # a prime: (epoch, index) pairs map to distinct seeds
 _NUMPY_SEED_TAG = 0x6E756D70  # extra key word: numpy's MT19937 state differs from Python's
 
@@ -106,6 +112,33 @@ def check_auto_augment(auto_augment: str | None) -> None:
                              f"{kind.__name__} after {match[1]!r}; {_RAND_EXAMPLE}") from None
 
 
+def check_rand_augment_ops(ops) -> None:
+    """Raise ``ValueError`` unless ``ops`` is None or a non-empty list of timm RandAugment op
+    names (``timm.data.auto_augment.NAME_TO_OP``)."""
+    if ops is None:
+        return
+    from timm.data.auto_augment import NAME_TO_OP
+
+    if isinstance(ops, str) or not ops:
+        raise ValueError(f"auto_augment_ops must be a non-empty list of timm op names, got "
+                         f"{ops!r}; e.g. {list(SPIKFORMER_CIFAR_OPS)}")
+    unknown = [name for name in ops if name not in NAME_TO_OP]
+    if unknown:
+        raise ValueError(f"unknown RandAugment op(s) {unknown} in auto_augment_ops; timm's ops: "
+                         f"{sorted(NAME_TO_OP)}")
+
+
+def check_normalization(name: str, values, positive: bool = False) -> None:
+    """Raise ``ValueError`` unless ``values`` is None or three numbers (per RGB channel)."""
+    if values is None:
+        return
+    numbers = [value for value in values if isinstance(value, (int, float))] \
+        if isinstance(values, (list, tuple)) else []
+    if len(numbers) != 3 or len(values) != 3 or (positive and min(numbers) <= 0):
+        raise ValueError(f"{name} must be three {'positive ' if positive else ''}numbers (one "
+                         f"per RGB channel) or None, got {values!r}")
+
+
 def _check_fraction(name: str, value: float, low: float = 0.0) -> None:
     if not isinstance(value, (int, float)) or not low <= value <= 1:
         raise ValueError(f"{name} must be a number in [{low}, 1], got {value!r}")
@@ -125,11 +158,13 @@ def _posterize(image: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     return ImageOps.posterize(image, bits_to_keep)
 
 
-def rand_augment(auto_augment: str, img_size: int, mean):
+def rand_augment(auto_augment: str, img_size: int, mean, ops=None):
     """timm's RandAugment built from its string, with the settings timm's ``create_transform``
     adds: translations up to 45 % of ``img_size`` (absolute ops), fills with the ``mean``
     pixel, bicubic resampling. Its ops draw from Python's ``random``, its op choice from numpy.
-    Posterize keeps Pillow 12's black image at 0 bits (see :func:`_posterize`).
+    Posterize keeps Pillow 12's black image at 0 bits (see :func:`_posterize`). ``ops``, a
+    list of timm op names, replaces the string's op set (timm's ``transforms`` argument; what
+    Spikformer's copy of timm hard-codes for CIFAR-10).
 
     timm is imported here, not at the top: importing it loads timm's model zoo (seconds), which
     the Fashion-MNIST and DVS pipelines do not need.
@@ -138,10 +173,12 @@ def rand_augment(auto_augment: str, img_size: int, mean):
     from timm.data.transforms import str_to_pil_interp
 
     check_auto_augment(auto_augment)
+    check_rand_augment_ops(ops)
     hparams = dict(translate_const=int(img_size * TRANSLATE_FRACTION),
                    img_mean=tuple(min(255, round(255 * value)) for value in mean),
                    interpolation=str_to_pil_interp(INTERPOLATION))
-    transform = rand_augment_transform(auto_augment, hparams)
+    transform = rand_augment_transform(auto_augment, hparams,
+                                       transforms=None if ops is None else list(ops))
     for op in transform.ops:
         if op.aug_fn is posterize:
             op.aug_fn = _posterize
@@ -150,7 +187,8 @@ def rand_augment(auto_augment: str, img_size: int, mean):
 
 def image_train_transform(img_size: int, mean, std, crop_scale, crop_ratio,
                           auto_augment: str | None = None, color_jitter: float = 0.0,
-                          random_erasing: float = 0.0) -> transforms.Compose:
+                          random_erasing: float = 0.0,
+                          auto_augment_ops=None) -> transforms.Compose:
     """The authors' training pipeline for a PIL image -> normalised ``[3, S, S]`` tensor (the
     steps of the module docstring; what timm's ``create_transform`` builds for their arguments).
 
@@ -164,6 +202,7 @@ def image_train_transform(img_size: int, mean, std, crop_scale, crop_ratio,
             ``auto_augment`` is off or uses a 3-Augment op set (timm's rule); 0: none.
         random_erasing: probability of erasing one box (timm's RandomErasing, 'const' mode);
             0: off.
+        auto_augment_ops: timm op names replacing the string's op set; None: timm's set.
     """
     from timm.data.random_erasing import RandomErasing
     from timm.data.transforms import RandomResizedCropAndInterpolation
@@ -177,7 +216,7 @@ def image_train_transform(img_size: int, mean, std, crop_scale, crop_ratio,
                                                interpolation=INTERPOLATION),
              transforms.RandomHorizontalFlip(HFLIP_PROBABILITY)]
     if auto_augment:
-        steps.append(rand_augment(auto_augment, img_size, mean))
+        steps.append(rand_augment(auto_augment, img_size, mean, auto_augment_ops))
     # timm's rule: no colour jitter under RandAugment, except with its 3-Augment op sets
     if color_jitter > 0 and (not auto_augment or "3a" in auto_augment):
         steps.append(transforms.ColorJitter(color_jitter, color_jitter, color_jitter))
@@ -217,14 +256,15 @@ def imagenet_eval_transform(img_size: int = 224, crop_pct: float = CROP_PCT) -> 
 
 def cifar_transform(train: bool, img_size: int = 32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
                     auto_augment: str | None = CIFAR_AUTO_AUGMENT, color_jitter: float = 0.0,
-                    random_erasing: float = 0.0,
-                    crop_pct: float = CIFAR_CROP_PCT) -> transforms.Compose:
+                    random_erasing: float = 0.0, crop_pct: float = CIFAR_CROP_PCT,
+                    auto_augment_ops=None) -> transforms.Compose:
     """CIFAR as the authors train it: the whole image resized to ``img_size`` (bicubic; 32 is
     a no-op, 128 for transfer from ImageNet), and in training a flip and RandAugment (or colour
     jitter), no random crop; evaluation resizes and center-crops at ``crop_pct``."""
     if train:
         return image_train_transform(img_size, mean, std, CIFAR_CROP_SCALE, CIFAR_CROP_RATIO,
-                                     auto_augment, color_jitter, random_erasing)
+                                     auto_augment, color_jitter, random_erasing,
+                                     auto_augment_ops)
     return image_eval_transform(img_size, mean, std, crop_pct)
 
 

@@ -6,7 +6,9 @@ the defaults. ``--config`` takes a YAML file or the name of a shipped recipe (``
 ``--list-recipes`` shows them); with no arguments it trains the main job (``default``,
 Fashion-MNIST). Speed options: ``--perf best`` (default), ``--perf plain``, or fields of
 ``srlib.perf.PerfOptions``: ``--perf neuron_kernel=fused channels_last=true``. Under
-``torchrun --nproc-per-node N -m srlib.train ...`` it runs data-parallel.
+``torchrun --nproc-per-node N -m srlib.train ...`` it runs data-parallel; ``--accum-steps K``
+makes each optimizer step of K micro-batches (global batch = batch size x K x processes).
+Exit status: 0 done, 2 bad setup, data or checkpoint, 1 a NaN or infinity stopped the run.
 """
 
 import argparse
@@ -31,6 +33,8 @@ def _option_type(hint):
             return _perf_spec, "+", False
         inner = [arg for arg in args if arg is not type(None)][0]
         kind, nargs, _ = _option_type(inner)
+        if nargs is not None:  # an optional tuple: "none" alone, or values (count checked later)
+            nargs = "+"
         return (lambda text: None if text.lower() in ("none", "null") else kind(text)), nargs, False
     if origin is tuple:
         args = typing.get_args(hint)
@@ -93,7 +97,8 @@ def parse_config(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                      f"--print-config, --list-recipes, {valid}")
     if args.list_recipes:
         return None, args
-    overrides = {key: value for key, value in vars(args).items()
+    overrides = {key: None if value == [None] else value  # "--normalize-std none"
+                 for key, value in vars(args).items()
                  if key not in ("config", "print_config", "list_recipes")}
     try:
         if "perf" in overrides:
@@ -123,7 +128,8 @@ def _restart_with_omp_wait_policy(config) -> None:
 
 
 def main(argv=None) -> int:
-    """Run the CLI; returns the exit status (2: bad setup or data, 1: non-finite values).
+    """Run the CLI; returns the exit status (2: bad setup, data or checkpoint, 1: non-finite
+    values).
 
     Args:
         argv: the options; ``None`` reads the command line (and may restart the process
@@ -139,7 +145,7 @@ def main(argv=None) -> int:
     if argv is None:
         _restart_with_omp_wait_policy(config)
     from srlib.train import distributed  # torch-heavy imports only after parsing
-    from srlib.train.engine import NonFiniteLossError, Trainer
+    from srlib.train.engine import NonFiniteError, Trainer
 
     try:
         try:  # setup errors (data, devices, checkpoints) get a message, not a traceback
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
             return 2
         try:
             trainer.fit()
-        except NonFiniteLossError as error:
+        except NonFiniteError as error:  # a NaN or infinity in a batch, loss, gradient, state
             print(f"[srlib.train] {error}", file=sys.stderr)
             return 1
     finally:

@@ -20,6 +20,7 @@ from srlib.perf import PRESETS, PerfOptions
 
 AMP_MODES = ("none", "bf16", "fp16")
 LOSSES = ("mean", "tet")
+SCHEDULE_UNITS = ("step", "epoch")
 OMP_WAIT_POLICIES = ("passive", "active")
 RECIPES_PACKAGE = "srlib.configs"
 DEFAULT_RECIPE = "default"
@@ -65,6 +66,9 @@ class TrainConfig:
                                 "warning")
     auto_augment: str | None = option(None, "timm's RandAugment string, e.g. "
                                       "rand-m7-mstd0.5-inc1 (ImageNet, CIFAR); null: off")
+    auto_augment_ops: tuple[str, ...] | None = option(
+        None, "RandAugment's ops (timm names) in place of the string's set (CIFAR); "
+        "Spikformer's CIFAR-10: Equalize Rotate ShearX TranslateXRel TranslateYRel")
     color_jitter: float = option(0.0, "colour jitter strength (ImageNet, CIFAR); timm's rule: "
                                  "off wherever RandAugment is on")
     random_erasing: float = option(0.0, "probability of timm's random erasing (one box, "
@@ -72,16 +76,29 @@ class TrainConfig:
     crop_scale_min: float = option(0.08, "ImageNet: smallest area fraction of the random "
                                    "resized crop")
     crop_pct: float = option(0.95, "eval: center crop of img_size out of img_size / crop_pct")
+    normalize_mean: tuple[float, float, float] | None = option(
+        None, "per-channel mean of the normalisation (CIFAR); None: the dataset's")
+    normalize_std: tuple[float, float, float] | None = option(
+        None, "per-channel std of the normalisation (CIFAR); None: the dataset's "
+        "(Spikformer's CIFAR-10: 0.2470 0.2435 0.2616)")
     max_train_samples: int | None = option(None, "train on a fixed random subset of this size")
     max_eval_samples: int | None = option(None, "evaluate on the first n items (None: all)")
     # optimisation
     epochs: int = option(1, "training epochs")
-    batch_size: int = option(128, "per process; the global batch is batch_size x world size")
+    batch_size: int = option(128, "per process and micro-batch; the global batch is "
+                             "batch_size x accum_steps x processes")
+    accum_steps: int = option(1, "gradient accumulation: micro-batches per optimizer step (an "
+                              "epoch's last batches mod accum_steps are skipped, as drop_last)")
     eval_batch_size: int | None = option(None, "None: 2 x batch_size")
     lr: float = option(5e-3, "peak learning rate, reached after the warm-up")
     min_lr: float = option(1e-5, "end of the cosine decay")
     warmup_epochs: float = option(0.05, "linear warm-up from warmup_lr, in epochs")
     warmup_lr: float = option(1e-5, "learning rate at step 0")
+    schedule_unit: str = option("step", '"step": the cosine moves at every optimizer step; '
+                                '"epoch": once per epoch, the warm-up inside the cosine (the '
+                                "authors' timm CosineLRScheduler, warmup_prefix=False)")
+    cooldown_epochs: int = option(0, "the last epochs (counted in epochs) held at min_lr after "
+                                  "the cosine (Spikformer: 10 of 310)")
     weight_decay: float = option(0.01, "AdamW; never on norms, biases and other 1-d / 0-d "
                                  "parameters")
     betas: tuple[float, float] = option((0.9, 0.999), "AdamW's betas")
@@ -89,12 +106,16 @@ class TrainConfig:
     mixup: float = option(0.0, "Mixup alpha (0: off)")
     cutmix: float = option(0.0, "CutMix alpha (0: off)")
     mixup_switch_prob: float = option(0.5, "with both on: probability of CutMix for a batch")
+    mixup_off_epoch: int = option(0, "Mixup/CutMix off from this epoch on (0: never; "
+                                  "Spikformer's CIFAR-10: 200)")
     loss: str = option("mean", '"mean": CE of the time-averaged logits; "tet": mean over t of '
                        "CE")
     tet_lambda: float = option(0.0, "TET's MSE regulariser weight ...")
     tet_phi: float = option(1.0, "... towards this constant")
     clip_grad: float | None = option(None, "max global gradient norm (None: no clipping)")
     amp: str = option("none", '"bf16" (CUDA or CPU) or "fp16" (CUDA, with a grad scaler)')
+    eval_amp: bool = option(False, "evaluate under amp's autocast too (false: in float32, as "
+                            "the authors; low precision can flip spikes at the threshold)")
     sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA/NCCL only)")
     # speed (results unchanged) and process settings (only when asked)
     perf: PerfOptions | str = option("best", 'speed options (srlib.perf): "best" (the fastest '
@@ -121,6 +142,16 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}"),
+            (self.schedule_unit in SCHEDULE_UNITS,
+             f"schedule_unit must be one of {SCHEDULE_UNITS}, got {self.schedule_unit!r}"),
+            (0 <= self.cooldown_epochs < self.epochs,
+             f"cooldown_epochs must lie in [0, epochs = {self.epochs}), got "
+             f"{self.cooldown_epochs}"),
+            (self.mixup_off_epoch >= 0, f"mixup_off_epoch must be >= 0, got "
+             f"{self.mixup_off_epoch}"),
+            (self.auto_augment_ops is None or len(self.auto_augment_ops) > 0,
+             "auto_augment_ops must name at least one op, or be null"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (0 <= self.label_smoothing < 1,

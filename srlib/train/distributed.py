@@ -74,6 +74,25 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def any_process(flags: list[bool], device: torch.device) -> list[bool]:
+    """Element-wise OR of ``flags`` over all processes (one small collective under DDP, so
+    that every process takes the same branch; the flags themselves in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(flags)
+    tensor = torch.tensor(flags, dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(flag) for flag in tensor.tolist()]
+
+
+def gather_objects(value) -> list:
+    """Every process's ``value`` in rank order (``[value]`` in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

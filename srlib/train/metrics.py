@@ -1,6 +1,9 @@
-"""Feedback of a run: ``metrics.csv``, ``steps.csv``, TensorBoard events, the curves figure.
+"""Metrics of a run: the evaluation totals, and the feedback files (``metrics.csv``,
+``steps.csv``, TensorBoard events, the curves figure).
 
-Only the main process writes (the others get a :class:`RunLog` with ``enabled=False``).
+:func:`classification_totals` scores a batch of per-step logits; the trainer's evaluation and
+``python -m srlib.evaluate`` both sum it over the evaluation split. Only the main process writes
+files (the others get a :class:`RunLog` with ``enabled=False``).
 
 * ``metrics.csv``: one row per epoch, columns :data:`COLUMNS` (accuracies in percent), the
   layout :func:`srlib.plotting.plot_curves` reads.
@@ -14,10 +17,40 @@ import math
 import warnings
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
            "test_acc5", "epoch_time_s", "train_img_per_s")
 STEP_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "img_per_s")
 METRICS, STEPS, CURVES = "metrics.csv", "steps.csv", "curves.png"
+RATES_CSV, RATES_PNG = "firing_rates.csv", "firing_rates.png"
+
+
+def classification_totals(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sums over a batch, as a float64 tensor ``[4]`` on the logits' device (no host sync):
+    cross-entropy (no smoothing) of the time-mean logits, top-1 hits, top-5 hits, items.
+
+    Args:
+        logits: per-step logits ``[T, B, K]``; the prediction is their mean over T.
+        labels: class indices ``[B]``.
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: score in float32
+        logits = logits.float()
+    mean = logits.mean(0)  # [B, K]
+    top5 = mean.topk(min(5, mean.shape[-1]), dim=-1).indices  # [B, 5]
+    hits = top5 == labels[:, None]  # [B, 5]
+    return torch.stack([F.cross_entropy(mean, labels, reduction="sum").double(),
+                        hits[:, 0].sum().double(), hits.any(-1).sum().double(),
+                        mean.new_full((), labels.shape[0], dtype=torch.float64)])
+
+
+def totals_to_metrics(totals) -> dict:
+    """``{"test_loss", "test_acc", "test_acc5"}`` (accuracies in percent) from summed
+    :func:`classification_totals`."""
+    loss_sum, top1, top5, count = (float(value) for value in totals)
+    return {"test_loss": loss_sum / count, "test_acc": 100 * top1 / count,
+            "test_acc5": 100 * top5 / count}
 
 
 def _read(path: Path) -> list[dict]:
@@ -150,3 +183,25 @@ def plot_run_curves(run_dir, title: str | None = None) -> Path | None:
         path = run_dir / CURVES
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
+
+
+def write_firing_rates(run_dir, model, loader, device, title: str) -> None:
+    """The per-layer firing rates of ``model`` (eval mode, float32) over ``loader`` into
+    ``run_dir/firing_rates.csv`` and ``firing_rates.png``."""
+    from matplotlib.figure import Figure
+
+    from srlib import plotting
+    from srlib.analysis import FiringRateMonitor
+
+    run_dir = Path(run_dir)
+    model.eval()
+    with FiringRateMonitor(model, rate_maps=False) as monitor, torch.no_grad():
+        for images, _ in loader:
+            model(images.to(device))
+    table = monitor.table()
+    table.to_csv(run_dir / RATES_CSV, index=False)
+    with plotting.style():  # a standalone Figure: no pyplot, no global state touched
+        fig = Figure(figsize=(max(plotting.FIGSIZE[0], 0.12 * len(table)), plotting.FIGSIZE[1]))
+        ax = plotting.plot_layer_rates(table, ax=fig.add_subplot())
+        ax.set_title(title)
+        fig.savefig(run_dir / RATES_PNG, dpi=120, bbox_inches="tight")
