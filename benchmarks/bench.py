@@ -7,6 +7,7 @@ speed options go through ``srlib.perf.apply_perf_options``, as in training:
     spikingjelly | fused | fused-compiled | reference   LIF kernel (srlib.perf.NEURON_KERNELS)
     channels_last  NHWC convolutions                    stem_once  the stem once per image
     recompute      recompute blocks in backward         compile    torch.compile the model
+    compile_blocks torch.compile each block (regional)
     bf16           bf16 autocast                        alloc      srlib.perf.tune_cpu_allocator()
     threads1       one intra-op thread
 
@@ -51,7 +52,7 @@ from srlib.perf import (NEURON_KERNELS, PRESETS, PerfOptions, apply_perf_options
                         tune_cpu_allocator)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PERF_FLAGS = ("channels_last", "stem_once", "recompute", "compile")  # PerfOptions fields
+PERF_FLAGS = ("channels_last", "stem_once", "recompute", "compile", "compile_blocks")
 RUN_FLAGS = ("bf16", "alloc", "threads1")  # how the benchmark runs, not the model
 FLAGS = PERF_FLAGS + RUN_FLAGS
 # Dense peak throughput (FLOP/s) for model-FLOPs utilisation, from the vendors' spec sheets.
@@ -83,8 +84,12 @@ def parse_mode(mode: str, device: str | torch.device = "cpu") -> dict:
         fields["neuron_kernel"] = kernels[0]
     for flag in ("channels_last", "stem_once", "recompute"):
         fields[flag] = fields[flag] or flag in parts
+    if "compile" in parts and "compile_blocks" in parts:
+        raise ValueError(f"bad mode {mode!r}: compile (the whole model) or compile_blocks, not both")
     if "compile" in parts:
         fields["compile"] = "model"
+    if "compile_blocks" in parts:
+        fields["compile"] = "blocks"
     return {"perf": PerfOptions(**fields), **{flag: flag in parts for flag in RUN_FLAGS}}
 
 

@@ -79,29 +79,34 @@ class PerfOptions:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
-    def best_for(cls, device: str | torch.device) -> "PerfOptions":
-        """The fastest options that compute the same numbers on ``device``.
+    def best_for(cls, device: str | torch.device, model: nn.Module | None = None) -> "PerfOptions":
+        """The fastest options that compute the same numbers on ``device`` (for ``model``).
 
         CPU (measured on this repository's 2-core machines, ``benchmarks/results/``): the
         compiled fused LIF, channels-last and the stem once. CUDA (not yet measured here):
         SpikingJelly's own CUDA neurons and the stem once, which only removes repeated work.
+        The stem runs once only where there is an analog stem (SpikingResformer; Spikformer's
+        stem holds neurons): pass ``model`` to leave it out for other models.
         """
+        stem_once = model is None or _has_static_stem(model)
         if torch.device(device).type == "cpu":
             kernel = "fused-compiled" if cpp_compiler() is not None else "fused"
-            return cls(neuron_kernel=kernel, channels_last=True, stem_once=True)
-        return cls(stem_once=True)
+            return cls(neuron_kernel=kernel, channels_last=True, stem_once=stem_once)
+        return cls(stem_once=stem_once)
 
     @classmethod
-    def from_spec(cls, spec, device: str | torch.device = "cpu") -> "PerfOptions":
+    def from_spec(cls, spec, device: str | torch.device = "cpu",
+                  model: nn.Module | None = None) -> "PerfOptions":
         """Options from a preset name (``"plain"``, ``"best"``), a mapping of fields, or
-        :class:`PerfOptions` itself; ``"best"`` means :meth:`best_for` ``device``."""
+        :class:`PerfOptions` itself; ``"best"`` means :meth:`best_for` ``device`` and
+        ``model``."""
         if isinstance(spec, cls):
             return spec
         if isinstance(spec, str):
             if spec not in PRESETS:
                 raise ValueError(f"perf options must be a preset {PRESETS} or a mapping of "
                                  f"{[f.name for f in dataclasses.fields(cls)]}, got {spec!r}")
-            return cls.best_for(device) if spec == "best" else cls()
+            return cls.best_for(device, model) if spec == "best" else cls()
         if isinstance(spec, dict):
             fields = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(spec) - fields)
@@ -111,6 +116,13 @@ class PerfOptions:
             return cls(**spec)
         raise ValueError(f"perf options must be a preset {PRESETS}, a mapping or PerfOptions, "
                          f"got {type(spec).__name__}")
+
+
+def _has_static_stem(model: nn.Module) -> bool:
+    """Whether ``model`` has an analog stem that :func:`run_stem_once` can run once."""
+    from srlib.models import SpikingResformer
+
+    return isinstance(model, SpikingResformer)
 
 
 def cpp_compiler() -> str | None:
@@ -208,10 +220,8 @@ def run_stem_once(model: nn.Module) -> nn.Module:
     Analysis hooks on the stem then see one step instead of T; :func:`as_defined` undoes it
     for as long as counting needs.
     """
-    from srlib.models import SpikingResformer
-
     stem = getattr(model, "prologue", None)
-    if not isinstance(model, SpikingResformer) or type(stem) not in (nn.Sequential, StemOnce):
+    if not _has_static_stem(model) or type(stem) not in (nn.Sequential, StemOnce):
         raise ValueError(f"{type(model).__name__} has no static analog stem to run once "
                          "(only SpikingResformer has; Spikformer's stem holds neurons)")
     swap_class(stem, StemOnce)
@@ -277,7 +287,7 @@ def apply_perf_options(model: nn.Module, options: PerfOptions | str | dict = "pl
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else "cpu"
-    options = PerfOptions.from_spec(options, device)
+    options = PerfOptions.from_spec(options, device, model)
     set_neuron_kernel(model, options.neuron_kernel)
     if options.channels_last:
         use_channels_last(model)

@@ -374,6 +374,9 @@ def test_perf_options_presets_and_validation(monkeypatch):
         neuron_kernel="fused-compiled", channels_last=True, stem_once=True)
     assert PerfOptions.from_spec("best", "cuda") == PerfOptions.best_for("cuda")
     assert PerfOptions.from_spec({"stem_once": True}) == PerfOptions(stem_once=True)
+    spikformer = srlib.create_model("spikformer_cifar_4_384")  # its stem holds neurons
+    assert not PerfOptions.best_for("cpu", spikformer).stem_once
+    assert apply_perf_options(spikformer, "best") is spikformer  # best adapts, no error
     for bad, message in [("fastest", "preset"), ({"speed": 11}, "unknown perf option"),
                          ({"neuron_kernel": "fast"}, "neuron_kernel must be one of"),
                          ({"compile": "yes"}, "compile must be one of"),
