@@ -36,9 +36,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -226,7 +228,17 @@ def run_worker(args, mode: str) -> dict:
                "--reps", str(args.reps)]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    environment = dict(os.environ)
+    if args.inductor_cache == "fresh":  # a cold start: compile everything again
+        environment["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="srlib-bench-inductor-")
+    elif args.inductor_cache:
+        environment["TORCHINDUCTOR_CACHE_DIR"] = args.inductor_cache
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False,
+                                env=environment)
+    finally:
+        if args.inductor_cache == "fresh":
+            shutil.rmtree(environment["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"mode {mode} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -359,6 +371,10 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", default="reference,spikingjelly,fused+alloc")
     parser.add_argument("--tasks", default="train,infer")
     parser.add_argument("--reps", type=int, default=3, help="timed calls per mode, task, round")
+    parser.add_argument("--inductor-cache", default=None,
+                        help="TORCHINDUCTOR_CACHE_DIR of the workers: a folder (warm after its "
+                             "first use), or 'fresh' for an empty one per worker (cold starts: "
+                             "warmup_s then includes every compilation); default: torch's own")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run all modes this often, alternating the order")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -13,25 +13,34 @@ import torch.nn.functional as F
 TAU, V_TH, ALPHA, MOMENTUM = 2.0, 1.0, 2.0, 0.999
 
 
-class HeavisideATan(torch.autograd.Function):
+class Heaviside(torch.autograd.Function):
+    """Heaviside step forward; backward multiplies by ``derivative(x)``, a surrogate's slope."""
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, derivative):
         ctx.save_for_backward(x)
+        ctx.derivative = derivative
         return (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * (ALPHA / 2) / (1 + (math.pi / 2 * ALPHA * x) ** 2)
+        return grad * ctx.derivative(x), None
 
 
-def lif_loop(x, tau=TAU):
-    """H = V + (X - V)/tau; S = [H >= 1]; V = H (1 - S) with the reset detached. x: [T, ...]."""
+def atan_derivative(x, alpha=ALPHA):
+    """d/dx of arctan(pi/2 alpha x)/pi + 1/2: SpikingResformer's ATan surrogate."""
+    return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+
+
+def lif_loop(x, tau=TAU, v_threshold=V_TH, derivative=atan_derivative):
+    """H = V + (X - V)/tau; S = [H >= v_threshold]; V = H (1 - S) with the reset detached;
+    ``derivative`` is the surrogate's slope. x: [T, ...]."""
     v = torch.zeros_like(x[0])
     spikes = []
     for t in range(x.shape[0]):
         h = v + (x[t] - v) / tau
-        s = HeavisideATan.apply(h - V_TH)
+        s = Heaviside.apply(h - v_threshold, derivative)
         v = h * (1 - s.detach())
         spikes.append(s)
     return torch.stack(spikes)

@@ -84,6 +84,18 @@ def worker(rank: int, world: int, port: int, tmp_path, accum_steps: int = 1) -> 
         distributed.cleanup()
 
 
+def assert_same_step(ranks: list[dict], single: dict) -> None:
+    """The processes' gradients equal the single process's (averaged, not summed or local),
+    and so do the weights and buffers after the step, identical on every process."""
+    for name, grad in single["grads"].items():
+        torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-7,
+                                   msg=name)
+    for key, value in single["state"].items():
+        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6,
+                                   msg=key)
+        assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
+
+
 @pytest.mark.slow
 def test_two_process_step_equals_single_process(tmp_path):
     write_fashion_mnist(tmp_path / "data", n_train=32, n_test=13)  # 13: shards of 7 and 6
@@ -94,13 +106,7 @@ def test_two_process_step_equals_single_process(tmp_path):
     # the shards of the global batch are the single process's batch, interleaved
     assert torch.equal(torch.stack([ranks[0]["labels"], ranks[1]["labels"]], 1).flatten(),
                        single["labels"])
-    for name, grad in single["grads"].items():  # averaged, not summed or local
-        torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-7,
-                                   msg=name)
-    for key, value in single["state"].items():
-        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6,
-                                   msg=key)
-        assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
+    assert_same_step(ranks, single)
     assert (ranks[0]["loss"] + ranks[1]["loss"]) / 2 == pytest.approx(single["loss"], rel=1e-5)
     for name, value in single["metrics"].items():
         assert ranks[0]["metrics"][name] == ranks[1]["metrics"][name]
@@ -124,13 +130,7 @@ def test_accumulated_two_process_step_syncs_once_and_equals_single_process(tmp_p
     # each process's two micro-batches are its shard of the single process's batch
     assert sorted(torch.cat([r["labels"] for r in ranks]).tolist()) == \
         sorted(single["labels"].tolist())
-    for name, grad in single["grads"].items():
-        torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-7,
-                                   msg=name)
-    for key, value in single["state"].items():
-        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6,
-                                   msg=key)
-        assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
+    assert_same_step(ranks, single)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 import srlib
-from browser.chromium import CHROMIUM_ARGS, REQUIRE_VARIABLE, browser_required, find_chromium
+from browser.chromium import chromium_or_skip, launched
 
 pytestmark = pytest.mark.slow
 
@@ -215,20 +215,8 @@ def served_site(site):
 
 @pytest.fixture(scope="module")
 def chromium():
-    path, reason = find_chromium()
-    if path is None:
-        if browser_required():
-            pytest.fail(f"the docs browser check cannot run: {reason}; "
-                        f"${REQUIRE_VARIABLE}=1 requires it")
-        pytest.skip(f"docs browser check skipped: {reason}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched(chromium_or_skip("docs browser check")) as browser:
+        yield browser
 
 
 # Run in the page once it has loaded: make lazy images load, wait for every image and for

@@ -8,6 +8,7 @@ from spikingjelly.activation_based import neuron, surrogate
 import attention_oracles
 import srlib
 from attention_oracles import spikformer_naive
+from oracles import lif_loop
 from srlib.layers import SpikingMatmul
 from srlib.models import count_parameters, get_model_config
 from srlib.neurons import create_neuron, set_surrogate
@@ -55,17 +56,24 @@ def test_zoo_registration():
     assert get_model_config("spikformer_8_512").size_divisor == 16
 
 
-@pytest.mark.parametrize("stem", ["imagenet", "cifar"])
-def test_forward_matches_naive_loops(stem):
-    torch.manual_seed(3)
-    img_size = 32 if stem == "imagenet" else 16  # 2 x 2 or 4 x 4 tokens
+def lively_tiny_spikformer(stem: str):
+    """(a two-block Spikformer in float64 with livelier neurons than at init, so every stage
+    really fires; its input size: 2 x 2 or 4 x 4 tokens)."""
+    img_size = 32 if stem == "imagenet" else 16
     model = srlib.create_model("spikformer_cifar_4_384", stem=stem, embed_dim=16, depth=2,
                                num_heads=2, img_size=img_size, T=2).double()
-    with torch.no_grad():  # livelier neurons than at init, so every stage really fires
+    with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(1.5, 3.0)
                 m.bias.uniform_(0.0, 1.0)
+    return model, img_size
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "cifar"])
+def test_forward_matches_naive_loops(stem):
+    torch.manual_seed(3)
+    model, img_size = lively_tiny_spikformer(stem)
     x = torch.rand(2, 2, 3, img_size, img_size, dtype=torch.float64)
     logits = model(x)
     torch.testing.assert_close(logits, spikformer_naive(model, x), rtol=0, atol=1e-9)
@@ -152,32 +160,16 @@ def test_init_follows_the_public_code():
     assert imagenet.blocks[0].attn.q_conv.bias is None
 
 
-class HeavisideSigmoid(torch.autograd.Function):
-    """Heaviside forward; backward d/du sigmoid(alpha u) = alpha sigmoid(alpha u) (1 - ...)."""
-
-    @staticmethod
-    def forward(ctx, u):
-        ctx.save_for_backward(u)
-        return (u >= 0).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        sigma = 1 / (1 + torch.exp(-SIGMOID_ALPHA * u))
-        return grad * SIGMOID_ALPHA * sigma * (1 - sigma)
+def sigmoid_derivative(u):
+    """d/du sigmoid(alpha u) = alpha sigmoid(alpha u) (1 - sigmoid(alpha u)), alpha = 4."""
+    sigma = 1 / (1 + torch.exp(-SIGMOID_ALPHA * u))
+    return SIGMOID_ALPHA * sigma * (1 - sigma)
 
 
 def sigmoid_lif_loop(x, v_threshold=1.0, tau=2.0):
     """MultiStepLIFNode(tau=2, detach_reset=True) from its equations, one step at a time:
     H = V + (X - V)/tau; S = Heaviside(H - v_threshold); V = H (1 - S), reset detached."""
-    v = torch.zeros_like(x[0])
-    spikes = []
-    for t in range(x.shape[0]):
-        h = v + (x[t] - v) / tau
-        s = HeavisideSigmoid.apply(h - v_threshold)
-        v = h * (1 - s.detach())
-        spikes.append(s)
-    return torch.stack(spikes)
+    return lif_loop(x, tau=tau, v_threshold=v_threshold, derivative=sigmoid_derivative)
 
 
 def sj_neurons(model):
@@ -240,16 +232,8 @@ def test_gradients_match_equations_with_sigmoid_surrogate(stem, monkeypatch):
     """Input and weight gradients of a tiny Spikformer against the naive model of
     attention_oracles with its forward-only LIF replaced by the Sigmoid-surrogate loop."""
     torch.manual_seed(5)
-    img_size = 32 if stem == "imagenet" else 16
-    model = srlib.create_model("spikformer_cifar_4_384", stem=stem, embed_dim=16, depth=2,
-                               num_heads=2, img_size=img_size, T=2).double()
-    with torch.no_grad():  # livelier neurons than at init, so every stage really fires
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(1.5, 3.0)
-                m.bias.uniform_(0.0, 1.0)
-    reference = srlib.create_model("spikformer_cifar_4_384", stem=stem, embed_dim=16, depth=2,
-                                   num_heads=2, img_size=img_size, T=2).double()
+    model, img_size = lively_tiny_spikformer(stem)
+    reference, _ = lively_tiny_spikformer(stem)
     reference.load_state_dict(model.state_dict())
     monkeypatch.setattr(attention_oracles, "lif_loop", sigmoid_lif_loop)
     x = torch.rand(2, 2, 3, img_size, img_size, dtype=torch.float64).requires_grad_()

@@ -5,9 +5,12 @@
 Playwright launches it through ``executable_path``.
 """
 
+import contextlib
 import importlib.util
 import os
 import shutil
+
+import pytest
 
 REQUIRE_VARIABLE = "SRLIB_REQUIRE_BROWSER"  # "1": no Chromium is a failure, not a skip (CI)
 CHROMIUM_VARIABLE = "SRLIB_CHROMIUM"
@@ -47,3 +50,28 @@ def find_chromium() -> tuple[str | None, str]:
 def browser_required() -> bool:
     """Whether a missing Chromium must fail the tests rather than skip them."""
     return os.environ.get(REQUIRE_VARIABLE) == "1"
+
+
+def chromium_or_skip(what: str) -> str:
+    """The Chromium path; otherwise skip ``what`` with one line saying why, or fail it when
+    ``$SRLIB_REQUIRE_BROWSER=1`` (CI)."""
+    path, reason = find_chromium()
+    if path is None:
+        if browser_required():
+            pytest.fail(f"{what} cannot run: {reason}; ${REQUIRE_VARIABLE}=1 requires them")
+        pytest.skip(f"{what} skipped: {reason}")
+    return path
+
+
+@contextlib.contextmanager
+def launched(path: str):
+    """Chromium at ``path`` under Playwright, with :data:`CHROMIUM_ARGS` and a fresh temporary
+    profile (Playwright's own, removed on close)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .chromium import CHROMIUM_ARGS, REQUIRE_VARIABLE, browser_required, find_chromium
+from .chromium import chromium_or_skip, launched
 from .server import REPOSITORY, LabServer, prepare_workspace
 
 SCREENSHOT_VARIABLE = "SRLIB_SCREENSHOT_DIR"
@@ -34,25 +34,13 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    path, reason = find_chromium()
-    if path is None:
-        if browser_required():
-            pytest.fail(f"browser tests cannot run: {reason}; ${REQUIRE_VARIABLE}=1 requires them")
-        pytest.skip(f"browser tests skipped: {reason}")
-    return path
+    return chromium_or_skip("browser tests")
 
 
 @pytest.fixture(scope="session")
 def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        # a fresh temporary profile per launch (Playwright's own), removed on close
-        chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched(chromium_path) as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="session")
