@@ -13,4 +13,4 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
         >/dev/null 2>&1 || echo "[browser] apt-get could not install chromium; browser tests skip"
 fi
 # unit, integration, docs and browser tests, then every notebook executed top to bottom by nbval
-python -m pytest tests notebooks --nbval-lax "$@"
+python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout 900 "$@"

@@ -342,7 +342,7 @@ def plot_curves(metrics: pd.DataFrame, *, axes=None) -> plt.Figure:
             ax.plot(rows["epoch"], rows[column], marker="o", ms=3, label=split,
                     ls="-" if split == "train" else "--", color="C0" if split == "train" else "C1")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(title)
+        ax.set_ylabel("accuracy (%)" if title == "accuracy" else title)  # the engine logs %
         ax.legend()
     fig = axes[0].figure
     fig.tight_layout()

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SAVEFIG = re.compile(r"""savefig\(\s*\w+\s*,\s*["']([A-Za-z0-9_\-]+)["']""")
 SAVE_GIF = re.compile(r"""save_gif\(\s*\w+\s*,\s*["']([A-Za-z0-9_\-]+)["']""")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users|usr/share|var)/\S*")
 MAX_OUTPUT_BYTES = 400_000  # one cell's outputs (an embedded animation is the largest)
 MAX_NOTEBOOK_BYTES = 2_500_000
 BANNER = re.compile(r"^> \*\*Run time:\*\* about \d+ min on a laptop CPU · \*\*Data:\*\* .+ · "
@@ -71,6 +72,18 @@ def test_lessons_open_with_their_banner(path):
     first = source(cells(path)[0])
     assert first.startswith(f"# {path.name[:2]} · "), f"{path.name}: title must be '# NN · ...'"
     assert BANNER.search(first), f"{path.name}: the banner line (run time, data, interactive)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_outputs_name_no_machine_paths(path):
+    """Outputs read the same on every machine: no absolute path of the machine that ran them
+    (print a figure's name, not the path savefig returns) and no warning with a kernel path."""
+    for index, cell in enumerate(cells(path)):
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("text", "")) + "".join(
+                output.get("data", {}).get("text/plain", ""))
+            found = ABSOLUTE_PATH.search(text)
+            assert not found, f"{path.name} cell {index} prints {found.group(0)!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
