@@ -87,6 +87,18 @@ def test_outputs_name_no_machine_paths(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_widgets_go_through_plotting_interact(path):
+    """ipywidgets.interact on a function that returns a figure shows it twice (the return value
+    and the inline backend's open figure); srlib.plotting.interact closes it after drawing."""
+    for index, cell in enumerate(cells(path)):
+        source = "".join(cell["source"])
+        assert not re.search(r"from ipywidgets import[^\n]*\binteract\b", source), (
+            f"{path.name} cell {index}: import interact from srlib.plotting, not ipywidgets")
+        assert not re.search(r"(?<![\w.])interact\(", source), (
+            f"{path.name} cell {index}: call plotting.interact(...), not a bare interact(...)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_no_private_notes_are_cited(path):
     text = path.read_text()
     for word in ("PAPER_FACTS", "reference/official", "/work/shared"):

@@ -37,8 +37,10 @@ def chromium_path() -> str:
     return chromium_or_skip("browser tests")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path):
+    # per module: Playwright's sync API cannot start while another instance runs in the same
+    # thread, and the docs check (tests/test_docs.py) launches its own
     with launched(chromium_path) as chromium:
         yield chromium
 

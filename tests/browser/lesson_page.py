@@ -261,7 +261,7 @@ class _Lesson:
         else:
             element.click()
 
-    def moved(self, selector: str, value: str, timeout_s: float = 5.0) -> bool:
+    def moved(self, selector: str, value: str, timeout_s: float = 15.0) -> bool:
         limit = time.monotonic() + timeout_s
         while self.call("controlValue", selector) == value:
             if time.monotonic() > limit:

@@ -179,7 +179,12 @@
     controlValue(selector) {
       const element = document.querySelector(selector);
       if (!element) return null;
-      if (element.classList.contains("noUi-handle")) return element.getAttribute("aria-valuenow");
+      if (element.classList.contains("noUi-handle")) {
+        // aria-valuenow is rounded to one decimal (0.15 reads 0.2): add the slider's readout
+        const slider = element.closest(".widget-slider, .widget-hslider, .widget-vslider");
+        const readout = slider && slider.querySelector(".widget-readout");
+        return `${element.getAttribute("aria-valuenow")} ${readout ? readout.textContent : ""}`;
+      }
       if (element.tagName === "SELECT") return String(element.selectedIndex);
       if (element.tagName === "INPUT") return String(element.checked);
       return String(element.classList.contains("mod-active"));
