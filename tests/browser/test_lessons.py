@@ -132,8 +132,10 @@ def test_an_error_output_names_its_cell(browser, lab_server, tmp_path):
 
 
 def test_a_dying_kernel_names_its_cell(browser, lab_server, tmp_path):
-    message = failure(browser, lab_server, ["import os, signal",
-                                            "os.kill(os.getpid(), signal.SIGKILL)",
+    # the kill waits a moment: killed at once, the kernel may take the previous cell's reply
+    # down with it (ZMQ sends in the background), as no real death mid-computation does
+    message = failure(browser, lab_server, ["import os, signal, time",
+                                            "time.sleep(1); os.kill(os.getpid(), signal.SIGKILL)",
                                             "print('never')"], "dying_kernel.ipynb", tmp_path)
     assert "cell 3: the kernel died" in message, message
 
