@@ -9,6 +9,7 @@ interrupted save never leaves a half-written checkpoint.
 """
 
 import argparse
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -30,14 +31,16 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+def _write_atomically(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary binary file beside ``path`` (flushed to disk), then
+    rename it to ``path``: readers see the old file or the whole new one, and the temporary file
+    never outlives a failure. Creates the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -45,6 +48,27 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    return _write_atomically(path, lambda file: torch.save(obj, file))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it into place."""
+    return _write_atomically(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def _json_value(value):
+    """pandas' nullable integers (``pd.NA``) and numpy scalars in JSON."""
+    return value.item() if hasattr(value, "item") else None
+
+
+def atomic_write_json(path: str | os.PathLike, report) -> Path:
+    """``report`` as indented JSON (numpy scalars as numbers, ``pd.NA`` as null), written
+    through :func:`atomic_write_text`."""
+    return atomic_write_text(path, json.dumps(report, indent=1, default=_json_value))
 
 
 def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -28,10 +28,8 @@ written to a temporary name, then renamed).
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -39,7 +37,8 @@ import pandas as pd
 import torch
 
 from srlib.analysis.profile import profile_batches
-from srlib.checkpoint import load_checkpoint, read_checkpoint
+from srlib.checkpoint import (atomic_write_json, atomic_write_text, load_checkpoint,
+                              read_checkpoint)
 from srlib.data import DATASETS, build_loader, dataset_info
 from srlib.models import list_models
 from srlib.train import distributed
@@ -215,20 +214,6 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(value):
-    """pandas' nullable integers (``pd.NA``) and numpy scalars in JSON."""
-    return value.item() if hasattr(value, "item") else None
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def write_outputs(report: dict, args) -> list[str]:
     """The JSON report and the CSV tables the arguments ask for; returns the paths."""
     paths = {"json": args.json, "csv": args.csv, "rates": None}
@@ -236,13 +221,15 @@ def write_outputs(report: dict, args) -> list[str]:
         paths = {"json": os.path.join(args.out, "evaluation.json"),
                  "csv": os.path.join(args.out, "layers.csv"),
                  "rates": os.path.join(args.out, "firing_rates.csv")}
-    texts = {"json": json.dumps(report, indent=1, default=_jsonable),
-             "csv": pd.DataFrame(report["profile"]["layers"]).to_csv(index=False),
-             "rates": pd.DataFrame(report["profile"]["rates"]).to_csv(index=False)}
+    writers = {"json": lambda path: atomic_write_json(path, report),
+               "csv": lambda path: atomic_write_text(
+                   path, pd.DataFrame(report["profile"]["layers"]).to_csv(index=False)),
+               "rates": lambda path: atomic_write_text(
+                   path, pd.DataFrame(report["profile"]["rates"]).to_csv(index=False))}
     written = []
     for key, path in paths.items():
         if path:
-            write_atomic(path, texts[key])
+            writers[key](path)
             written.append(path)
     return written
 

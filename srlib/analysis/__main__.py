@@ -12,17 +12,15 @@ transform (bicubic resize to size / 0.95, center crop, ImageNet normalisation).
 
 import argparse
 import itertools
-import json
 import os
 import sys
-import tempfile
 
 import torch
 
 from srlib.analysis.calibrate import calibrate
 from srlib.analysis.energy import CONVENTIONS
 from srlib.analysis.profile import format_profile, profile_batches
-from srlib.checkpoint import load_checkpoint
+from srlib.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from srlib.data import DATASETS, build_dataset
 from srlib.data.transforms import imagenet_eval_transform
 from srlib.models import create_model, list_models
@@ -68,14 +66,6 @@ def build_batches(args, config):
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                          num_workers=args.workers)
     return itertools.islice(loader, args.batches), description
-
-
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def parse_args(argv):
@@ -129,19 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     result = profile_batches(model, batches, convention=args.convention)
     print(format_profile(result))
     if args.csv:
-        write_text(args.csv, result.layers.to_csv(index=False))
+        atomic_write_text(args.csv, result.layers.to_csv(index=False))
     if args.json:
         report = dict(model=args.model, checkpoint=args.checkpoint, data=description,
                       totals=result.totals, layers=result.layers.to_dict(orient="records"),
                       rates=result.rates.to_dict(orient="records"))
-        write_text(args.json, json.dumps(report, indent=1, default=_jsonable))
-
-
-def _jsonable(value):
-    """pandas' nullable integers (``pd.NA``) and numpy scalars in JSON."""
-    if hasattr(value, "item"):
-        return value.item()
-    return None
+        atomic_write_json(args.json, report)
 
 
 if __name__ == "__main__":
