@@ -35,7 +35,7 @@ def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
 
 
 # options that only some datasets take: a recipe that sets one for another dataset is an error
-_SPECIFIC = {"auto_augment_ops": None, "normalize_mean": None, "normalize_std": None}
+_SPECIFIC = ("auto_augment_ops", "normalize_mean", "normalize_std")  # None: not set
 
 
 def _dataset_options(config: TrainConfig) -> dict:
@@ -47,8 +47,7 @@ def _dataset_options(config: TrainConfig) -> dict:
                   crop_scale_min=config.crop_scale_min, crop_pct=config.crop_pct,
                   auto_augment_ops=config.auto_augment_ops,
                   normalize_mean=config.normalize_mean, normalize_std=config.normalize_std)
-    ignored = sorted(key for key, default in _SPECIFIC.items()
-                     if values[key] != default and key not in accepted)
+    ignored = sorted(key for key in _SPECIFIC if values[key] is not None and key not in accepted)
     if ignored:
         raise ValueError(f"{', '.join(ignored)} set, but dataset {config.dataset!r} does not take "
                          f"{'it' if len(ignored) == 1 else 'them'} (it takes: "
