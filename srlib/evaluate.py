@@ -85,8 +85,9 @@ PUBLISHED = {
 def recipe_for(model: str, dataset: str | None = None) -> str | None:
     """The shipped recipe that trains ``model`` (on ``dataset`` if given), direct training
     before transfer; None if there is none."""
-    names = [name for name in list_recipes() if read_recipe(name).get("model") == model and
-             (dataset is None or read_recipe(name).get("dataset") == dataset)]
+    recipes = {name: read_recipe(name) for name in list_recipes()}  # each YAML read once
+    names = [name for name, recipe in recipes.items() if recipe.get("model") == model and
+             (dataset is None or recipe.get("dataset") == dataset)]
     names.sort(key=lambda name: (name.startswith("transfer_"), name))
     return names[0] if names else None
 
