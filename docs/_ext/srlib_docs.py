@@ -19,12 +19,13 @@ import re
 import shlex
 from pathlib import Path
 
-import yaml
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxRole
+
+from srlib.train.config import read_recipe  # YAML and its mapping check, as srlib.train
 
 import srlib_docstrings
 import srlib_offline
@@ -83,15 +84,8 @@ def load_recipes(folder: Path) -> dict[str, dict]:
     default_path = folder / "default.yaml"
     if not default_path.exists():
         raise FileNotFoundError(f"no default.yaml in {folder}: expected the default recipe")
-    defaults = yaml.safe_load(default_path.read_text())
-    recipes = {}
-    for path in files:
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of TrainConfig fields, "
-                             f"got {type(values).__name__}")
-        recipes[path.stem] = {**defaults, **values}
-    return recipes
+    defaults = read_recipe(default_path)
+    return {path.stem: {**defaults, **read_recipe(path)} for path in files}
 
 
 class RecipesDirective(SphinxDirective):
