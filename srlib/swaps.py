@@ -51,18 +51,20 @@ def is_channels_last(x: torch.Tensor) -> bool:
 
 
 def channels_last_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` ``[O, I, kh, kw]`` in NHWC strides that convolutions recognise as such.
+    """``weight`` ``[O, I, kh, kw]`` with the NHWC strides ``(kh*kw*I, 1, kw*I, I)`` exactly.
 
-    With one input channel per group (a 1-channel image's stem, depthwise convolutions) the
-    plain layout is already "channels-last contiguous", so ``.contiguous(channels_last)``
-    returns it unchanged and the convolution keeps its output NCHW; the 1-channel stem of the
-    Fashion-MNIST model then sent all of stage 0 down the slow mixed-layout path. The same
-    memory read with the input-channel stride set to 1 is unambiguously NHWC.
+    ``.contiguous(channels_last)`` alone leaves a tensor unchanged when its plain layout is
+    already "channels-last contiguous", as when a dimension is 1, and then keeps its plain
+    strides. Two cases matter: with one input channel (a 1-channel image's stem, depthwise
+    convolutions) the convolution then keeps its output NCHW, and the 1-channel stem of the
+    Fashion-MNIST model sent all of stage 0 down the slow mixed-layout path; with a 1x1 kernel
+    the weight's gradient comes back NHWC-strided while DDP's gradient buckets follow the
+    weight's plain strides ("Grad strides do not match bucket view strides"). The same memory
+    read with the canonical NHWC strides is unambiguous in both.
     """
     _, in_channels, kh, kw = weight.shape
-    if in_channels == 1:
-        return weight.contiguous().as_strided(weight.shape, (kh * kw, 1, kw, 1))
-    return weight.contiguous(memory_format=torch.channels_last)
+    nhwc = weight.contiguous(memory_format=torch.channels_last)  # NHWC order in memory
+    return nhwc.as_strided(weight.shape, (kh * kw * in_channels, 1, kw * in_channels, in_channels))
 
 
 class ChannelsLastGrad(torch.autograd.Function):

@@ -17,6 +17,7 @@ import itertools
 import os
 import socket
 import sys
+import warnings
 
 import pytest
 import torch
@@ -35,15 +36,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def options(tmp_path, batch_size: int) -> dict:
+def options(tmp_path, batch_size: int, perf="plain") -> dict:
     return dict(name="ddp", output_dir=str(tmp_path / "runs"), data_root=str(tmp_path / "data"),
                 device="cpu", threads=1, batch_size=batch_size, epochs=1, lr=1e-2,
-                perf="plain", progress=False, tensorboard=False)
+                perf=perf, progress=False, tensorboard=False)
 
 
-def one_step(tmp_path, batch_size: int, accum_steps: int = 1) -> dict:
+def one_step(tmp_path, batch_size: int, accum_steps: int = 1, perf="plain") -> dict:
     """Build a trainer, fix BN and DSSA statistics, take one step in eval mode, evaluate."""
-    trainer = Trainer(load_config(None, **options(tmp_path, batch_size),
+    trainer = Trainer(load_config(None, **options(tmp_path, batch_size, perf),
                                   accum_steps=accum_steps))
     fixed = torch.linspace(-1, 2, 8 * 32 * 32).reshape(8, 1, 32, 32)
     trainer.model.train()
@@ -69,16 +70,20 @@ def one_step(tmp_path, batch_size: int, accum_steps: int = 1) -> dict:
             "loss": result["loss"], "metrics": metrics, "syncs": len(syncs)}
 
 
-def worker(rank: int, world: int, port: int, tmp_path, accum_steps: int = 1) -> None:
+def worker(rank: int, world: int, port: int, tmp_path, accum_steps: int = 1,
+           perf="plain") -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from srlib.train import distributed
 
     try:
-        results = [one_step(tmp_path, GLOBAL_BATCH // (world * k), k)
-                   for k in sorted({1, accum_steps})]
-        torch.save(results[-1] | {"syncs_without_accumulation": results[0]["syncs"]},
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = [one_step(tmp_path, GLOBAL_BATCH // (world * k), k, perf)
+                       for k in sorted({1, accum_steps})]
+        torch.save(results[-1] | {"syncs_without_accumulation": results[0]["syncs"],
+                                  "warnings": [str(w.message) for w in caught]},
                    tmp_path / f"rank{rank}.pt")
     finally:
         distributed.cleanup()
@@ -131,6 +136,23 @@ def test_accumulated_two_process_step_syncs_once_and_equals_single_process(tmp_p
     assert sorted(torch.cat([r["labels"] for r in ranks]).tolist()) == \
         sorted(single["labels"].tolist())
     assert_same_step(ranks, single)
+
+
+@pytest.mark.slow
+def test_two_process_channels_last_step_equals_single_process_without_layout_warnings(
+        tmp_path):
+    """With NHWC weights (perf channels_last), DDP's gradient buckets match the gradients'
+    strides: 1x1 convolution weights are ambiguous ("contiguous" in both layouts), and once
+    kept their plain strides while their gradients came back NHWC, which DDP reports as "Grad
+    strides do not match bucket view strides" and copies every step."""
+    write_fashion_mnist(tmp_path / "data", n_train=32, n_test=13)
+    perf = {"channels_last": True}
+    mp.start_processes(worker, args=(2, free_port(), tmp_path, 1, perf), nprocs=2,
+                       start_method="spawn", join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for rank in ranks:
+        assert not [w for w in rank["warnings"] if "strides" in w], rank["warnings"]
+    assert_same_step(ranks, one_step(tmp_path, GLOBAL_BATCH, perf=perf))
 
 
 if __name__ == "__main__":

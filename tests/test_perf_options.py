@@ -19,7 +19,7 @@ from srlib.neurons import ReferenceLIF, is_spiking_neuron, reset_states
 from srlib.perf import (NEURON_KERNELS, PerfOptions, apply_perf_options, as_defined,
                         run_stem_once, set_neuron_kernel, tune_cpu_allocator, use_channels_last)
 from srlib.swaps import (ChannelsLastBN, ChannelsLastGrad, ChannelsLastSpikingMatmul, StemOnce,
-                         is_channels_last)
+                         channels_last_weight, is_channels_last)
 
 TINY = dict(widths=(16, 32, 64), depths=(1, 1, 1), num_heads=(1, 2, 4), group_size=16, T=2,
             img_size=16)
@@ -295,6 +295,16 @@ def test_spiking_matmul_with_a_column_major_operand():
     torch.testing.assert_close(result, SpikingMatmul("right")(left, right), rtol=1e-6, atol=1e-6)
     assert result.stride(-2) == 1  # the result is column-major too
     torch.testing.assert_close(variant(left, right.contiguous()), result, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 3, 3), (8, 1, 7, 7), (8, 4, 1, 1), (8, 1, 1, 1)])
+def test_channels_last_weight_has_the_canonical_nhwc_strides(shape):
+    """Also where a size-1 dimension makes the plain layout "channels-last contiguous" too."""
+    weight = torch.randn(shape)
+    nhwc = channels_last_weight(weight)
+    _, i, kh, kw = shape
+    assert nhwc.stride() == (kh * kw * i, 1, kw * i, i)
+    assert torch.equal(nhwc, weight)
 
 
 def test_channels_last_grad_hands_on_nhwc_gradients():
