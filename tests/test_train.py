@@ -25,10 +25,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def tiny_config(tmp_path, **overrides):
-    """A run of the default recipe's model on a tiny Fashion-MNIST tree, CPU, one thread."""
+    """A run of the default recipe's model on a tiny Fashion-MNIST tree, CPU, one thread, T = 4
+    (pinned: the float32 comparisons below were sized for it; at the recipe's T = 2 one spike
+    sitting on the threshold flips between NCHW and NHWC, while float64 agrees to 1e-16)."""
     data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
     values = dict(name="tiny", output_dir=str(tmp_path / "runs"), data_root=str(data),
-                  device="cpu", threads=1, batch_size=16, epochs=1, lr=1e-3, warmup_epochs=0,
+                  device="cpu", threads=1, batch_size=16, epochs=1, lr=1e-3, warmup_epochs=0, T=4,
                   perf="plain", progress=False, tensorboard=False)
     values.update(overrides)
     return load_config(None, **values)
@@ -519,6 +521,48 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     rates = pd.read_csv(run / "firing_rates.csv")
     assert len(rates) == 20 and rates["rate"].between(0, 1).all()  # 20 LIF layers
     assert not math.isnan(metrics["train_loss"].iloc[-1])
+
+
+@pytest.mark.slow
+def test_cli_local_processes_keep_the_global_batch(tmp_path):
+    """--local-processes 2: two gloo processes of 8 images each make the recipe's batch of 16,
+    so an epoch of 64 images is still 4 optimizer steps."""
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    command = [sys.executable, "-m", "srlib.train", "--local-processes", "2", "--name", "lp",
+               "--output-dir", str(tmp_path / "runs"), "--data-root", str(data),
+               "--batch-size", "16", "--epochs", "1", "--perf", "plain", "--no-progress",
+               "--no-tensorboard", "--no-plots"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 local processes of " in result.stdout
+    assert "2 process(es), 4 steps/epoch of 1 x 8 x 2 = 16 images" in result.stdout
+    metrics = pd.read_csv(tmp_path / "runs" / "lp" / "metrics.csv")
+    assert list(metrics["step"]) == [4] and metrics["test_acc"].between(0, 100).all()
+    last = read_checkpoint(tmp_path / "runs" / "lp" / "last.pth")
+    assert last["config"]["batch_size"] == 8 and last["step"] == 4
+
+
+def test_local_processes_count_and_split(monkeypatch, capsys):
+    from srlib.train import __main__ as cli
+
+    config = make_config({})
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.local_processes("auto", config) == 2
+    assert cli.local_processes("auto", make_config({"device": "cuda"})) == 1
+    assert cli.local_processes("3", config) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cli.local_processes("auto", config) == 1  # one process per GPU: torchrun's business
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 1)
+    assert cli.local_processes("auto", config) == 1
+    for bad in ("0", "two"):
+        with pytest.raises(ValueError, match="count >= 1 or 'auto'"):
+            cli.local_processes(bad, config)
+    with pytest.raises(ValueError, match="batch size 128 does not split over 3"):
+        cli.launch_local(config, 3)
+    assert main(["--local-processes", "3"]) == 2  # a message, no launch, nothing written
+    assert "does not split over 3" in capsys.readouterr().err
 
 
 def test_openmp_waiting_changes_only_when_asked(monkeypatch):

@@ -46,7 +46,7 @@ class TrainConfig:
                                  "already)")
     # model
     model: str = option("spikingresformer_fmnist", "a name from srlib.list_models()")
-    T: int = option(4, "time steps (frames per sample for the event datasets)")
+    T: int = option(2, "time steps (frames per sample for the event datasets)")
     img_size: int | None = option(None, "input size; None: the dataset's (32 for padded "
                                   "Fashion-MNIST)")
     num_classes: int | None = option(None, "classifier outputs; None: the dataset's")
@@ -84,13 +84,13 @@ class TrainConfig:
     max_train_samples: int | None = option(None, "train on a fixed random subset of this size")
     max_eval_samples: int | None = option(None, "evaluate on the first n items (None: all)")
     # optimisation
-    epochs: int = option(1, "training epochs")
+    epochs: int = option(4, "training epochs")
     batch_size: int = option(128, "per process and micro-batch; the global batch is "
                              "batch_size x accum_steps x processes")
     accum_steps: int = option(1, "gradient accumulation: micro-batches per optimizer step (an "
                               "epoch's last batches mod accum_steps are skipped, as drop_last)")
     eval_batch_size: int | None = option(None, "None: 2 x batch_size")
-    lr: float = option(5e-3, "peak learning rate, reached after the warm-up")
+    lr: float = option(8e-3, "peak learning rate, reached after the warm-up")
     min_lr: float = option(1e-5, "end of the cosine decay")
     warmup_epochs: float = option(0.05, "linear warm-up from warmup_lr, in epochs")
     warmup_lr: float = option(1e-5, "learning rate at step 0")
