@@ -124,9 +124,9 @@ def local_processes(spec: str, config: TrainConfig) -> int:
 
     ``auto`` is 2 on a machine without CUDA (or with ``device: cpu``) and at least 2 cores, else
     1. The small models of the lessons and of the main job run many small operations that two
-    threads share badly: on 2 cores, two processes of one thread each trained the main job 1.3x
-    faster than one process of two threads (README, Speed). With CUDA, one process per GPU is
-    torchrun's business.
+    threads share badly: on 2 cores, two processes of one thread each trained the main job's
+    model 1.01-1.34x faster than one process of two threads (median 1.12x; README, Speed). With
+    CUDA, one process per GPU is torchrun's business.
     """
     if spec != "auto":
         try:
