@@ -389,6 +389,8 @@ def main(argv=None) -> None:
         return
     machine = describe_machine(torch.device(args.device))
     machine["load_before"] = load_average()
+    machine["inductor_cache"] = {None: "default", "fresh": "fresh (cold: compiled anew)"}.get(
+        args.inductor_cache, "a folder (warm once filled)")
     rows = run(args)
     machine["load_after"] = load_average()
     for row in rows:

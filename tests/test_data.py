@@ -46,6 +46,46 @@ def test_fashion_mnist_augmentation_is_a_shift_or_flip_of_the_image(tmp_path):
         assert any(torch.equal(image, w) or torch.equal(image, w.flip(-1)) for w in windows)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_fashion_mnist_batches_equal_item_by_item_loading(tmp_path, train):
+    # without augmentation a batch is transformed in one call: the same bits as one image at a
+    # time, and the training loader hands plain indices (no seeds) to the batched path
+    write_fashion_mnist(tmp_path, n_train=40, n_test=30)
+    dataset = build_dataset("fashion-mnist", tmp_path, train=train, img_size=32, augment=False)
+    assert dataset.random is False
+    loader = build_loader(dataset, 8, train=train, seed=5)
+    if train:
+        loader.sampler.set_epoch(1)
+        assert all(isinstance(index, int) for index in loader.sampler)
+    order = list(loader.sampler)
+    batches = list(loader)
+    assert len(batches) == (5 if train else 4)
+    for k, (images, labels) in enumerate(batches):
+        indices = order[8 * k:8 * k + 8]
+        assert torch.equal(images, torch.stack([dataset[i][0] for i in indices]))
+        assert torch.equal(labels, torch.tensor([dataset[i][1] for i in indices]))
+        assert images.shape[1:] == (1, 32, 32) and images.is_contiguous()
+
+
+def test_fashion_mnist_with_augmentation_stays_seeded_item_by_item(tmp_path):
+    write_fashion_mnist(tmp_path, n_train=16, n_test=10)
+    dataset = build_dataset("fashion-mnist", tmp_path, train=True, img_size=32)
+    assert dataset.random is True
+    loader = build_loader(dataset, 8, train=True, seed=5)
+    loader.sampler.set_epoch(0)
+    keys = list(loader.sampler)
+    assert all(isinstance(key, tuple) for key in keys)  # (index, seed): per-sample seeds
+    first, again = list(loader), list(loader)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    seeded = SeededDataset(dataset)
+    assert torch.equal(first[0][0], torch.stack([seeded[key][0] for key in keys[:8]]))
+    with pytest.raises(ValueError, match="per image"):
+        dataset.transform.batch(dataset.images[:4])
+    with pytest.raises(ValueError, match=r"\[B, 28, 28\]"):
+        build_dataset("fashion-mnist", tmp_path, train=False).transform.batch(
+            dataset.images[0])
+
+
 def test_fashion_mnist_missing_says_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         build_dataset("fashion-mnist", tmp_path / "nowhere")

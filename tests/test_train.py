@@ -260,7 +260,7 @@ def test_a_nan_pixel_stops_the_run_before_the_model_sees_it(tmp_path):
     bad = 37
     trainer.train_loader.dataset.dataset = _Poisoned(trainer.train_set, bad)  # SeededDataset
     trainer.train_loader.sampler.set_epoch(0)
-    order = [index for index, _ in trainer.train_loader.sampler]
+    order = list(trainer.train_loader.sampler)  # plain indices: Fashion-MNIST draws no seeds
     position = order.index(bad)
     step, sample = position // 16 + 1, position % 16
     forwards = []
@@ -333,16 +333,18 @@ def test_non_finite_buffer_stops_and_is_never_saved(tmp_path):
 def test_cli_exits_1_with_the_message_on_a_non_finite_batch(tmp_path, monkeypatch, capsys):
     from srlib.data.fashion_mnist import FashionMNIST
 
-    original = FashionMNIST.__getitem__
+    original = FashionMNIST.__getitems__  # the loader's batched path
 
-    def getitem(self, index):
-        image, label = original(self, index)
-        if len(self) == 64 and index == 5:  # the training split's item 5
+    def getitems(self, indices):
+        items = original(self, indices)
+        if len(self) == 64 and 5 in indices:  # the training split's item 5
+            image, label = items[indices.index(5)]
             image = image.clone()
             image[0, 0, 0] = float("inf")
-        return image, label
+            items[indices.index(5)] = image, label
+        return items
 
-    monkeypatch.setattr(FashionMNIST, "__getitem__", getitem)
+    monkeypatch.setattr(FashionMNIST, "__getitems__", getitems)
     data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
     status = main(["--data-root", str(data), "--output-dir", str(tmp_path / "runs"),
                    "--batch-size", "16", "--device", "cpu", "--threads", "1", "--perf", "plain",

@@ -7,7 +7,9 @@
 
 Training loaders use :class:`ResumableSampler`: the order depends on (seed, epoch) only, each
 sample's augmentation on (seed, epoch, index) only, and an epoch can be restarted at any
-batch, so a resumed run sees exactly the data the uninterrupted run would have seen.
+batch, so a resumed run sees exactly the data the uninterrupted run would have seen. A dataset
+whose items draw no random numbers says so (``random = False``, Fashion-MNIST without
+augmentation) and is loaded a batch at a time through its ``__getitems__``, unseeded.
 """
 
 import inspect
@@ -179,7 +181,11 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, *, seed: int = 
     """
     drop_last = train if drop_last is None else drop_last
     if train:
-        sampler = ResumableSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+        # items get augmentation seeds unless their dataset says it draws no random numbers
+        # (``random`` false: Fashion-MNIST without augmentation, loaded a batch at a time)
+        seeded = getattr(dataset, "random", True) is not False
+        sampler = ResumableSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last,
+                                   with_seeds=seeded)
         dataset = SeededDataset(dataset)
     else:
         sampler = ShardSampler(dataset)

@@ -137,3 +137,17 @@ class FashionMNIST(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[index]), int(self.targets[index])
+
+    @property
+    def random(self) -> bool:
+        """Whether items draw random numbers (augmentation)."""
+        return self.transform.random
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A batch of items, as ``[self[i] for i in indices]``; without augmentation the
+        transform runs once on the whole batch (``DataLoader`` calls this)."""
+        if self.random:
+            return [self[index] for index in indices]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.transform.batch(self.images[index])  # [B, 1, S, S]
+        return list(zip(images.unbind(0), self.targets[index].tolist()))
