@@ -34,4 +34,19 @@ PY
     python -m ipykernel install --sys-prefix --name python3 >/dev/null
     echo "$want" > "$stamp"
 fi
+# JupyterLab of this environment: widget messages on the kernel's main thread. By default
+# (JupyterLab >= 4.4, ipykernel >= 7) they run on a subshell thread, concurrently with cells,
+# and matplotlib is not thread-safe: a lesson's widget redrawing while a cell draws can break
+# matplotlib's shared mathtext parser (ipympl issue 610).
+python - "$venv/share/jupyter/lab/settings/overrides.json" <<'PY'
+import json, pathlib, sys
+path = pathlib.Path(sys.argv[1])
+settings = json.loads(path.read_text()) if path.is_file() else {}
+plugin = settings.setdefault("@jupyterlab/apputils-extension:kernels-settings", {})
+plugin["commsOverSubshells"] = "disabled"
+text = json.dumps(settings, indent=2) + "\n"
+if not path.is_file() or path.read_text() != text:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+PY
 set +euo pipefail

@@ -49,6 +49,10 @@ USER_SETTINGS = {
                                                     "checkForUpdates": False},
     # each cell's start and end times in its metadata: the report names the slowest cells
     "@jupyterlab/notebook-extension/tracker": {"recordTiming": True},
+    # widget messages on the kernel's main thread, as scripts/setup.sh sets for students: on a
+    # subshell thread (the default) a widget's redraw races the cells' matplotlib calls, which
+    # once broke matplotlib's shared mathtext parser in lesson 04
+    "@jupyterlab/apputils-extension/kernels-settings": {"commsOverSubshells": "disabled"},
 }
 
 
